@@ -1,0 +1,3 @@
+from ecglm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""Load and validate the pipeline config against workflow/schemas/config.schema.yaml.
+
+Validation fills every missing key with its schema default and turns a schema error into one
+message that names the offending key, e.g. ``config key 'data.fs': 250 is not one of [100, 500]``.
+The Snakefile and the CLI use the same function.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ecglm.errors import StageError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _fill_defaults(instance: Any, schema: dict) -> None:
+    """Set every missing property that has a default, recursively (defaults are deep-copied)."""
+    if not isinstance(instance, dict) or schema.get("type") != "object":
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub)
+
+
+def _key_path(error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        # jsonschema reports the parent; name the unexpected key itself
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in allowed)
+        path = ".".join(p for p in [path, ",".join(extra)] if p)
+    return path or "<top level>"
+
+
+def validate_config(config: dict, schema: dict | None = None, source: str = "config") -> dict:
+    """Fill defaults into ``config`` (in place) and validate it; raise StageError naming the bad key."""
+    import jsonschema
+
+    schema = load_schema() if schema is None else schema
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise StageError(f"{source}: the config must be a mapping, got {type(config).__name__}")
+    _fill_defaults(config, schema)
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"config key '{_key_path(e)}': {e.message}" for e in errors]
+        raise StageError(f"{source} is invalid:\n  " + "\n  ".join(lines))
+    _check_consistency(config, source)
+    return config
+
+
+def _check_consistency(config: dict, source: str) -> None:
+    data = config["data"]
+    if data["fs"] not in data["sampling_rates"]:
+        raise StageError(
+            f"{source} is invalid:\n  config key 'data.fs': {data['fs']} Hz is not among "
+            f"data.sampling_rates {data['sampling_rates']}"
+        )
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+    except OSError as err:
+        raise StageError(f"{path}: cannot read config ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise StageError(f"{path}: not valid YAML: {err}") from err
+    return validate_config(config, source=str(path))

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real data in ../shared (skipped with a reason where absent) and the repo paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# CI clones the repo beside ../shared; a user's fresh clone has none (tests that need it skip).
+SHARED = Path(os.environ.get("ECGLM_SHARED", REPO_ROOT.parent / "shared"))
+PTBXL_SAMPLE = SHARED / "ptbxl-sample"
+ECGQA_SAMPLE = SHARED / "ecgqa-sample"
+CHATDOCTOR_SAMPLE = SHARED / "chatdoctor-sample"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set ECGLM_SHARED to the folder that holds ptbxl-sample/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def ptbxl_sample() -> Path:
+    """The real PTB-XL 1.0.3 sample: 300 records at 100 Hz (ids 1-300), 100 at 500 Hz (ids 1-100)."""
+    return _need(PTBXL_SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def ecgqa_sample() -> Path:
+    return _need(ECGQA_SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def chatdoctor_sample() -> Path:
+    return _need(CHATDOCTOR_SAMPLE)
