@@ -1,0 +1,35 @@
+# ECG-LM: from raw public data to the paper's result tables.
+#
+#   snakemake --cores 2                                   # the default config (config/config.yaml)
+#   snakemake --configfile config/ptbxl.yaml --cores 8    # the real run
+#   snakemake --configfile config/ptbxl.yaml --workflow-profile workflow/profiles/slurm
+#
+# Rules declare; the `ecglm` package computes (every rule runs one `ecglm <stage>` command).
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+from ecglm.config import validate_config
+from ecglm.errors import StageError
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    validate_config(config, source="the Snakemake config")
+except StageError as err:
+    raise WorkflowError(str(err)) from None
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/prepare.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,29 @@
+# The prepared ECG store: records.parquet (one row per ECG, labels per task) and one
+# memory-mappable int16 signals array [N, 12, T] in microvolts, row-aligned with it.
+
+
+rule prepare_records:
+    input:
+        manifest=f"{PTBXL_DIR}/{MANIFEST}",
+    output:
+        records=f"{RESULTS}/data/records.parquet",
+        signals=f"{RESULTS}/data/signals_{FS}.npy",
+        bad_records=f"{RESULTS}/data/bad_records.csv",
+        absent_records=f"{RESULTS}/data/absent_records.csv",
+    params:
+        source=lambda wildcards, input: os.path.dirname(input.manifest),
+        out=lambda wildcards, output: os.path.dirname(output.records),
+        skip="--skip-bad-records" if config["data"]["skip_bad_records"] else "",
+    log:
+        f"{LOGS}/prepare_records.log",
+    benchmark:
+        f"{BENCHMARKS}/prepare_records.tsv"
+    threads: RESOURCES["prepare_threads"]
+    conda:
+        ENV
+    resources:
+        mem_mb=lambda wildcards, attempt: RESOURCES["prepare_mem_mb"] * attempt,
+        runtime=RESOURCES["prepare_runtime_min"],
+    shell:
+        "ecglm prepare --source {params.source:q} --out {params.out:q} --fs %d --workers {threads}"
+        " {params.skip} --no-progress > {log:q} 2>&1" % FS

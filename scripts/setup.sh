@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment in .venv and install ecglm into it.
+# Idempotent. torch comes first as the CPU build 2.13.0 so that pip never pulls a multi-GB CUDA
+# build; on a GPU machine install the torch build you need first and set ECGLM_TORCH="" to keep it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+TORCH_SPEC=${ECGLM_TORCH-torch==2.13.0}
+if [ -n "$TORCH_SPEC" ] && ! python -c "import torch" >/dev/null 2>&1; then
+  python -m pip install -q "$TORCH_SPEC"
+fi
+python -m pip install -q -e '.[test]'
+echo "setup: .venv ready ($(python -c 'import torch, snakemake; print("torch", torch.__version__, "snakemake", snakemake.__version__)'))"

@@ -1,0 +1,89 @@
+"""The config: every shipped config validates, every schema key is documented, bad keys are named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ecglm.config import load_config, load_schema, validate_config
+from ecglm.errors import StageError
+
+CONFIGS = ["config/config.yaml", "config/ptbxl.yaml", "config/ci.yaml"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_validate(repo_root, name):
+    config = load_config(repo_root / name)
+    assert config["data"]["fs"] in config["data"]["sampling_rates"]
+
+
+def _walk(schema, path="<root>"):
+    yield path, schema
+    for key, sub in schema.get("properties", {}).items():
+        yield from _walk(sub, f"{path}.{key}")
+
+
+def test_every_schema_key_has_description_and_default():
+    schema = load_schema()
+    missing = [p for p, s in _walk(schema) if "description" not in s or "default" not in s]
+    assert missing == []
+
+
+def test_defaults_fill_an_empty_config():
+    config = validate_config({})
+    assert config["run"] == "demo"
+    assert config["physionet"]["ptbxl"]["version"] == "1.0.3"
+    assert config["physionet"]["ptbxl_plus"]["include"] == ["features/", "labels/"]
+    assert config["data"] == {"sampling_rates": [100], "fs": 100, "skip_bad_records": False}
+
+
+def test_defaults_are_not_shared_between_configs():
+    a = validate_config({})
+    a["physionet"]["ptbxl_plus"]["include"].append("median_beats/")
+    assert validate_config({})["physionet"]["ptbxl_plus"]["include"] == ["features/", "labels/"]
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"physionet": {"conections": 4}}, "physionet.conections"),
+        ({"data": {"fs": "100"}}, "data.fs"),
+        ({"data": {"fs": 250}}, "data.fs"),
+        ({"data": {"sampling_rates": [100], "fs": 500}}, "data.fs"),
+        ({"physionet": {"base_url": "ftp://example.org/"}}, "physionet.base_url"),
+        ({"run": "has space"}, "run"),
+        ({"resources": {"prepare_threads": 0}}, "resources.prepare_threads"),
+    ],
+)
+def test_wrong_key_or_type_names_the_key(config, named):
+    with pytest.raises(StageError, match=f"config key '{named}'"):
+        validate_config(config)
+
+
+def test_snakemake_stops_on_a_bad_config_naming_the_key(repo_root, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"data": {"skip_bad_record": True}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(bad)],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "config key 'data.skip_bad_record'" in proc.stdout + proc.stderr
+
+
+def test_dry_run_of_default_config_is_offline(repo_root):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--quiet", "rules"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    for rule in ("download_ptbxl", "prepare_records"):
+        assert rule in out
