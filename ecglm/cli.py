@@ -16,6 +16,10 @@ from ecglm.errors import StageError
 
 # The stage modules, in pipeline order. Each one registers its own subcommand(s).
 STAGE_MODULES = [
+    "ecglm.describe",
+    "ecglm.expand",
+    "ecglm.prepare",
+    "ecglm.download",
 ]
 
 
