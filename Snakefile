@@ -6,6 +6,8 @@
 #
 # Rules declare; the `ecglm` package computes (every rule runs one `ecglm <stage>` command).
 
+import os
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
@@ -15,7 +17,8 @@ from ecglm.errors import StageError
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config, found from the Snakefile so that `--directory` works too.
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 try:
