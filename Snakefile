@@ -28,8 +28,20 @@ except StageError as err:
 
 
 include: "rules/common.smk"
-include: "rules/download.smk"
+
+
+if DATA_SOURCE == "demo":
+
+    include: "rules/demo.smk"
+
+else:
+
+    include: "rules/download.smk"
+
+
 include: "rules/prepare.smk"
+include: "rules/text.smk"
+include: "rules/expand.smk"
 
 
 rule all:

@@ -1,5 +1,5 @@
-# Fetch the PhysioNet projects into resources/physionet/<slug>/<version>/, verified by SHA-256.
-# Local rules: cluster compute nodes are often offline.
+# The real world: fetch the PhysioNet projects into resources/physionet/<slug>/<version>/,
+# verified by SHA-256. Local rules: cluster compute nodes are often offline.
 
 
 localrules:
@@ -13,7 +13,6 @@ rule download_ptbxl:
     params:
         dest=lambda wildcards, output: os.path.dirname(output.manifest),
         options=download_args("ptbxl"),
-        rates=" ".join(str(r) for r in config["data"]["sampling_rates"]),
     log:
         f"{LOGS}/download_ptbxl.log",
     benchmark:
@@ -25,8 +24,8 @@ rule download_ptbxl:
         mem_mb=1024,
         runtime=600,
     shell:
-        "ecglm download ptbxl {params.options} --rates {params.rates} --dest {params.dest:q}"
-        " --manifest {output.manifest:q} --no-progress > {log:q} 2>&1"
+        "ecglm download ptbxl {params.options} --rates %s --dest {params.dest:q}"
+        " --manifest {output.manifest:q} --no-progress > {log:q} 2>&1" % RATES
 
 
 rule download_ptbxl_plus:
@@ -35,7 +34,6 @@ rule download_ptbxl_plus:
     params:
         dest=lambda wildcards, output: os.path.dirname(output.manifest),
         options=download_args("ptbxl_plus"),
-        include=" ".join(shlex.quote(p) for p in config["physionet"]["ptbxl_plus"]["include"]),
     log:
         f"{LOGS}/download_ptbxl_plus.log",
     benchmark:
@@ -47,5 +45,5 @@ rule download_ptbxl_plus:
         mem_mb=1024,
         runtime=600,
     shell:
-        "ecglm download ptbxl_plus {params.options} --include {params.include} --dest {params.dest:q}"
-        " --manifest {output.manifest:q} --no-progress > {log:q} 2>&1"
+        "ecglm download ptbxl_plus {params.options} --include %s --dest {params.dest:q}"
+        " --manifest {output.manifest:q} --no-progress > {log:q} 2>&1" % PTBXL_PLUS_INCLUDE

@@ -1,5 +1,6 @@
 # The prepared ECG store: records.parquet (one row per ECG, labels per task) and one
-# memory-mappable int16 signals array [N, 12, T] in microvolts, row-aligned with it.
+# memory-mappable int16 signals array [N, 12, T] in microvolts, row-aligned with it; and the
+# 12SL-named features measured from those signals (for ECGs without a PTB-XL+ row).
 
 
 rule prepare_records:
@@ -18,12 +19,33 @@ rule prepare_records:
         f"{LOGS}/prepare_records.log",
     benchmark:
         f"{BENCHMARKS}/prepare_records.tsv"
-    threads: RESOURCES["prepare_threads"]
+    threads: RESOURCES["threads"]
     conda:
         ENV
     resources:
-        mem_mb=lambda wildcards, attempt: RESOURCES["prepare_mem_mb"] * attempt,
-        runtime=RESOURCES["prepare_runtime_min"],
+        mem_mb=cpu_mem_mb(),
+        runtime=RESOURCES["runtime_min"],
     shell:
         "ecglm prepare --source {params.source:q} --out {params.out:q} --fs %d --workers {threads}"
         " {params.skip} --no-progress > {log:q} 2>&1" % FS
+
+
+rule measure_features:
+    input:
+        records=f"{RESULTS}/data/records.parquet",
+        signals=f"{RESULTS}/data/signals_{FS}.npy",
+    output:
+        features=f"{RESULTS}/data/features_measured.parquet",
+    log:
+        f"{LOGS}/measure_features.log",
+    benchmark:
+        f"{BENCHMARKS}/measure_features.tsv"
+    threads: RESOURCES["threads"]
+    conda:
+        ENV
+    resources:
+        mem_mb=cpu_mem_mb(),
+        runtime=RESOURCES["runtime_min"],
+    shell:
+        "ecglm measure --signals {input.signals:q} --records {input.records:q} --out {output.features:q}"
+        " --fs %d --workers {threads} > {log:q} 2>&1" % FS

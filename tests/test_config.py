@@ -37,7 +37,8 @@ def test_defaults_fill_an_empty_config():
     assert config["run"] == "demo"
     assert config["physionet"]["ptbxl"]["version"] == "1.0.3"
     assert config["physionet"]["ptbxl_plus"]["include"] == ["features/", "labels/"]
-    assert config["data"] == {"sampling_rates": [100], "fs": 100, "skip_bad_records": False}
+    assert config["data"] == {"source": "demo", "sampling_rates": [100], "fs": 100, "skip_bad_records": False}
+    assert config["expand"]["drop_k"] == [4, 5, 6]
 
 
 def test_defaults_are_not_shared_between_configs():
@@ -55,7 +56,9 @@ def test_defaults_are_not_shared_between_configs():
         ({"data": {"sampling_rates": [100], "fs": 500}}, "data.fs"),
         ({"physionet": {"base_url": "ftp://example.org/"}}, "physionet.base_url"),
         ({"run": "has space"}, "run"),
-        ({"resources": {"prepare_threads": 0}}, "resources.prepare_threads"),
+        ({"resources": {"threads": 0}}, "resources.threads"),
+        ({"data": {"source": "web"}}, "data.source"),
+        ({"expand": {"drop_k": [12]}}, "expand.drop_k.0"),
     ],
 )
 def test_wrong_key_or_type_names_the_key(config, named):
@@ -85,5 +88,19 @@ def test_dry_run_of_default_config_is_offline(repo_root):
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
-    for rule in ("download_ptbxl", "prepare_records"):
+    for rule in ("make_demo_data", "verify_demo_ptbxl", "prepare_records", "expand_pairs"):
         assert rule in out
+
+
+def test_dry_run_of_the_real_config_downloads(repo_root):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--quiet", "rules",
+         "--configfile", "config/ptbxl.yaml"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "download_ptbxl" in out and "download_ptbxl_plus" in out
+    assert "make_demo_data" not in out
