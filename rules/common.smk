@@ -1,5 +1,6 @@
 # Paths and helpers shared by the rules. Everything is derived from the validated config.
 
+import glob
 import os
 import shlex
 
@@ -91,7 +92,10 @@ def translate_args():
     text = config["text"]
     if text["backend"] != "openai":
         return ""
-    args = [f"--api-key-env {shlex.quote(text['api_key_env'])}"]
+    args = [
+        f"--api-key-env {shlex.quote(text['api_key_env'])}",
+        "--cache-dir resources/cache/translate",
+    ]
     if text["model"]:
         args.append(f"--model {shlex.quote(text['model'])}")
     if text["base_url"]:

@@ -1,9 +1,18 @@
 # The text of every ECG: its report in English, and guideline findings per lead from its 12SL features.
 
+# The openai backend needs the network (cluster compute nodes are often offline); its paid cache
+# lives in resources/cache/, outside the declared outputs, so a failed job loses nothing.
+if config["text"]["backend"] == "openai":
+
+    localrules:
+        translate_reports,
+
+
 
 rule translate_reports:
     input:
         records=f"{RESULTS}/data/records.parquet",
+        glossary=glob.glob(os.path.join(workflow.basedir, "config", "glossary", "*")),
     output:
         reports=f"{RESULTS}/text/reports_en.parquet",
         untranslated=f"{RESULTS}/text/reports_en.untranslated.csv",
