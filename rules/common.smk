@@ -37,6 +37,13 @@ MANIFEST = "ecglm-manifest.json"
 PTBXL_PLUS_FEATURES = f"{PTBXL_PLUS_DIR}/features/12sl_features.csv"
 PTBXL_PLUS_INCLUDE = " ".join(shlex.quote(p) for p in PHYSIONET["ptbxl_plus"]["include"])
 
+def repo_path(path):
+    """A config path to a file shipped with the workflow (config/...), relative to the Snakefile."""
+    return path if os.path.isabs(path) else os.path.join(workflow.basedir, path)
+
+
+GUIDELINES = repo_path(config["text"]["guidelines"])
+
 RESOURCES = config["resources"]
 # The software environment of every rule (snakemake --software-deployment-method conda).
 ENV = "../environment.yml"

@@ -39,7 +39,7 @@ rule describe_findings:
         ptbxl_plus=ptbxl_plus_manifest(),
         measured=f"{RESULTS}/data/features_measured.parquet",
         records=f"{RESULTS}/data/records.parquet",
-        guidelines=config["text"]["guidelines"],
+        guidelines=GUIDELINES,
     output:
         findings=f"{RESULTS}/text/findings.parquet",
         missing=f"{RESULTS}/text/findings.missing_features.csv",
