@@ -187,7 +187,7 @@ def _german(plan: RecordPlan, codes: dict[str, float], axis: str, hr: float, fin
         p.append(f"t neg in {leads_de(findings['NDT'])}")
     if "DIG" in codes:
         p.append(_pick(rng, ["muldenfÖrmige st-senkung (digitaliswirkung)", "digitalisveraenderung",
-                             "diffuse, unspez. repol.-stÖrung (digitalisierung)"]))
+                             "diffuse, unspez. repol.-stÖrung (digitaliswirkung)"]))
     if "LNGQT" in codes:
         p.append("qt-verlÄngerung")
     if "NORM" in codes:
