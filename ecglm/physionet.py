@@ -106,27 +106,3 @@ def write_checksums(root: str | Path, files: list[str] | None = None) -> dict[st
     sums = {rel: sha256_file(root / rel) for rel in files}
     write_text_atomic(root / CHECKSUMS, format_checksums(sums))
     return sums
-
-
-def verify_tree(root: str | Path, selection: list[str] | None = None) -> dict[str, str]:
-    """Check files under ``root`` against its SHA256SUMS.txt; return {path: hex} of the checked files.
-
-    ``selection``: the relative paths to check (default: every listed file). Raises StageError naming
-    the first missing or mismatching file.
-    """
-    root = Path(root)
-    sums_path = root / CHECKSUMS
-    if not sums_path.is_file():
-        raise StageError(f"{sums_path}: missing; cannot verify {root}")
-    sums = parse_checksums(sums_path.read_text(encoding="utf-8"), str(sums_path))
-    wanted = sorted(sums) if selection is None else selection
-    for rel in wanted:
-        if rel not in sums:
-            raise StageError(f"{rel}: not listed in {sums_path}")
-        path = root / rel
-        if not path.is_file():
-            raise StageError(f"{path}: missing")
-        got = sha256_file(path)
-        if got != sums[rel]:
-            raise StageError(f"{path}: SHA-256 mismatch (expected {sums[rel]}, got {got})")
-    return {rel: sums[rel] for rel in wanted}

@@ -40,3 +40,23 @@ def ecgqa_sample() -> Path:
 @pytest.fixture(scope="session")
 def chatdoctor_sample() -> Path:
     return _need(CHATDOCTOR_SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory) -> Path:
+    """A small demo world (ecglm demo-data), generated once per test session: the folder holding
+    ptb-xl/1.0.3/, ptb-xl-plus/1.0.1/, ecg-qa/, healthcaremagic/ and truth.csv."""
+    from ecglm.demo.world import generate_world
+
+    dest = tmp_path_factory.mktemp("demo-world")
+    generate_world(dest, n_records=160, seed=7, min_per_class=4, workers=2, progress=False)
+    return dest
+
+
+@pytest.fixture(scope="session", params=["real", "demo"])
+def ptbxl_tree(request) -> Path:
+    """A PTB-XL 1.0.3-shaped folder: the real sample (skipped where absent) or the demo world's, so a
+    test that reads PTB-XL runs on both with the same code."""
+    if request.param == "real":
+        return request.getfixturevalue("ptbxl_sample")
+    return request.getfixturevalue("demo_world") / "ptb-xl" / "1.0.3"

@@ -16,7 +16,8 @@ import pytest
 from ecglm.demo import labels as L
 from ecglm.demo.ptbxl import DATABASE_COLUMNS, FEATURES_CSV
 from ecglm.demo.world import generate_world
-from ecglm.physionet import parse_checksums, record_path, verify_tree
+from ecglm.download import verify_project
+from ecglm.physionet import parse_checksums, record_path
 
 N_BASE = 220
 MIN_PER_CLASS = 3
@@ -98,8 +99,8 @@ def test_scp_codes_and_statements_parse_like_ptbxl(ptbxl, codes):
 def test_trees_verify_and_records_read_with_wfdb(world, ptbxl, db):
     import wfdb
 
-    verify_tree(ptbxl)
-    verify_tree(world / "ptb-xl-plus" / "1.0.1")
+    verify_project("ptbxl", ptbxl, rates=(100, 500), progress=False)
+    verify_project("ptbxl_plus", world / "ptb-xl-plus" / "1.0.1", progress=False)
     from ecglm.download import select_files  # the selection `ecglm verify` makes: every prefix must match
 
     plus_sums = parse_checksums((world / "ptb-xl-plus" / "1.0.1" / "SHA256SUMS.txt").read_text())

@@ -40,7 +40,8 @@ from ecglm.demo.labels import RecordPlan, sample_world_plans
 from ecglm.demo.reports import make_report
 from ecglm.demo.synth import heart_axis_label, synthesize
 from ecglm.errors import StageError
-from ecglm.physionet import verify_tree, write_checksums
+from ecglm.download import verify_project
+from ecglm.physionet import write_checksums
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def generate_world(dest: str | os.PathLike, n_records: int = DEFAULT_RECORDS, se
     """Write the demo world under ``dest`` (replacing a previous one there) and verify its checksums.
 
     Guarantees: the same (n_records, seed, min_per_class) give byte-identical files whatever
-    ``workers``; both PhysioNet trees pass :func:`ecglm.physionet.verify_tree`; on failure, ``dest``
+    ``workers``; both PhysioNet trees pass :func:`ecglm.download.verify_project` (the same check as a download); on failure, ``dest``
     keeps its previous content. Raises StageError for unusable arguments or an unwritable ``dest``.
     """
     if n_records < 10:
@@ -248,8 +249,8 @@ def _generate(stage: Path, dest: Path, n_records: int, seed: int, min_per_class:
     ptbxl.write_plus_records(plus_root)
     write_checksums(ptbxl_root)
     write_checksums(plus_root)
-    verify_tree(ptbxl_root)
-    verify_tree(plus_root)
+    verify_project("ptbxl", ptbxl_root, rates=(100, 500), progress=False)
+    verify_project("ptbxl_plus", plus_root, progress=False)
     by_plan = {p.ecg_id: p for p in plans}
     _truth_csv(stage / TRUTH_FILE, by_plan, records)
     by_id = {r["ecg_id"]: r for r in records}
