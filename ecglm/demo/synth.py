@@ -313,7 +313,7 @@ def build_beat(plan: RecordPlan, rng: np.random.Generator, findings: dict[str, l
         qtc = rng.uniform(0.34, 0.385)
         findings["DIG"] = leads_facing(t_dir, electrodes)
     if has("LNGQT"):
-        qtc = rng.uniform(0.47, 0.56)
+        qtc = rng.uniform(0.49, 0.58)  # measured QTc (Framingham) then clears the 450/460 ms limits
     # P wave, PR
     pr = None if plan.rhythm == "AFIB" else float(np.clip(rng.normal(0.155, 0.022), 0.118, 0.205))
     if has("1AVB"):
@@ -360,7 +360,7 @@ def _beat_times(plan: RecordPlan, rng: np.random.Generator) -> tuple[np.ndarray,
     rr0 = 60.0 / hr
     f_resp = rng.uniform(0.15, 0.33)
     phase = rng.uniform(0, 2 * np.pi)
-    resp_amp = rng.uniform(0.07, 0.16) if rhythm == "SARRH" else rng.uniform(0.01, 0.045)
+    resp_amp = rng.uniform(0.12, 0.2) if rhythm == "SARRH" else rng.uniform(0.01, 0.045)  # SARRH: RR CV ~ 0.08-0.14
     jitter = rng.uniform(0.008, 0.02)
     af_cv = rng.uniform(0.12, 0.28)
     times = [-_PAD - rng.uniform(0, rr0)]
