@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from ecglm.demo import labels as L
-from ecglm.demo.ptbxl import DATABASE_COLUMNS, FEATURES_CSV
+from ecglm.demo.ptbxl import FEATURES_CSV
+from ecglm.physionet import DATABASE_COLUMNS
 from ecglm.demo.world import generate_world
 from ecglm.download import verify_project
 from ecglm.physionet import parse_checksums, record_path
