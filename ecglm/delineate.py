@@ -13,9 +13,11 @@ The steps, all numpy/scipy (no neurokit2, which is slow):
 5. Delineation of the median beat: QRS onset and offset from the spatial velocity of the 8
    independent leads (low-passed at 40 Hz whatever the sampling rate): a core above 15% of its
    peak, then outwards to where it falls below 2% (onset) or below 5% / stops falling (offset, the
-   J point); T end by the tangent method on the spatial magnitude of the ST-T wave; P onset and
-   offset by the tangent method on the magnitude in the P loop's plane, the P wave being accepted
-   only if it repeats from beat to beat (so that atrial fibrillation gives no P wave, not a guess).
+   J point); T end by the tangent method on each lead's T wave (its last steep descending limb, so
+   that an ST segment ending before the T peak is not taken for it), the 75th percentile of the
+   leads with a clear T wave; P onset and offset by the tangent method on the magnitude in the P loop's
+   plane, the P wave being accepted only if it repeats from beat to beat and, in an irregular
+   rhythm, keeps a fixed PR interval (so that atrial fibrillation gives no P wave, not a guess).
 6. Per-lead amplitudes from the median beat relative to the isoelectric level just before QRS onset
    (the PR segment), and frontal axes from the net areas of QRS, P and T in leads I and aVF.
 
@@ -54,6 +56,15 @@ MIN_BEATS = 3
 CORE_LEVELS = ((0.15, 0.05), (0.25, 0.03), (0.4, 0.02))
 INTERNAL_FS = 500  # the median beat is delineated at >= this rate
 P_MIN_CORRELATION = 0.7  # a P wave must repeat from beat to beat this well (AF's f waves do not)
+# in an irregular rhythm (RR coefficient of variation above P_IRREGULAR_CV) a P wave must also keep
+# a fixed PR: at least this share of beats matching the P template best within 10 ms of one another
+P_IRREGULAR_CV = 0.06
+P_MIN_FIXED_PR = 0.65
+# T end: the tangent is drawn at the last local maximum of the T wave's fall rate that is at least
+# 25% of the steepest and lies at least this share of the T height above the TP level (not in the tail)
+T_DIP_LEVEL = 0.2
+# the global T end: this quantile of the leads' T ends (the late leads end the T wave; one cannot)
+T_END_QUANTILE = 0.75
 
 GLOBAL_COLUMNS: tuple[str, ...] = (
     "HR__Global",
@@ -270,22 +281,77 @@ def _qrs_bounds(velocity: np.ndarray, r0: int, fs: float) -> tuple[int, int]:
     return onset, offset
 
 
-def _t_end(magnitude: np.ndarray, j: int, stop: int, fs: float) -> int | None:
-    """T end by the tangent method on the spatial ST-T magnitude [W]; None when no T wave descends."""
+def _tangent_end(z: np.ndarray, start: int, stop: int, fs: float) -> tuple[float, float] | None:
+    """(T end, T amplitude) by the tangent method on one lead's T wave ``z`` [W] turned positive, or None.
+
+    ``z`` is relative to the PR baseline. The T wave peaks at the curve's largest value in
+    [start, stop) and has ended where the curve first falls below 15% of that peak, or at its first
+    trough below half the peak from which it rises again (None when neither: the lead does not come
+    back to its baseline), so that a U wave or the next beat's P wave is not taken for it. Its descending limb is the last stretch of steep fall before that (a local maximum
+    of the fall rate, at least 25% of the steepest, at least T_DIP_LEVEL of the height above the TP
+    level): an ST plateau that ends before the T peak makes a cliff before it, which is not the T
+    wave's limb. The tangent at that point meets the lowest level of the 40 ms after the T wave has
+    ended (the TP segment). The amplitude returned is the peak's height above that level.
+    """
+    if stop - start < int(0.06 * fs):
+        return None
+    peak = start + int(np.argmax(z[start:stop]))
+    amp = float(z[peak])
+    if stop - peak < 3 or not amp > 0:
+        return None
+    from scipy.signal import find_peaks
+
+    low = np.flatnonzero(z[peak:stop] < 0.15 * amp)
+    # a trough below half the peak from which the curve rises again (into a U wave) also ends it
+    troughs, _ = find_peaks(-z[peak:stop], prominence=0.03 * amp)
+    troughs = troughs[z[peak + troughs] < 0.5 * amp]
+    ends = [int(v[0]) for v in (low, troughs) if len(v)]
+    if not ends:  # the lead never comes back to the baseline: no T end to be seen in it
+        return None
+    done = peak + min(ends)  # the T wave has ended here
+    floor = float(np.min(z[done : min(len(z), done + int(0.04 * fs) + 1)]))
+    if done - peak < 3:
+        return None
+    slope = np.gradient(z)
+    fall = -slope[peak : done + 1]  # [n] how fast the curve falls
+    steepest = float(fall.max())
+    if not steepest > 0:
+        return None
+    # the T wave's own limb is the last stretch of steep fall: a plateau's cliff comes before it
+    dips, _ = find_peaks(fall, height=0.25 * steepest)
+    dips = dips[z[peak + dips] - floor >= T_DIP_LEVEL * (amp - floor)]  # on the limb, not in the tail
+    steep = peak + (int(dips[-1]) if len(dips) else int(np.argmax(fall)))
+    return steep + (float(z[steep]) - floor) / (-float(slope[steep])), amp - floor
+
+
+def _t_end(rel: np.ndarray, j: int, stop: int, fs: float) -> int | None:
+    """T end (index into the median beat) from the ST-T of the leads ``rel`` [L, W]; None when none ends.
+
+    Each lead (smoothed over 20 ms, turned so that its T wave is positive) is delineated by the
+    tangent method on its T wave's descending limb (see ``_tangent_end``); the global T end is the
+    T_END_QUANTILE quantile of the ends of the leads whose T wave reaches at least 30% of the
+    largest (late leads end the T wave, as in 12SL's global offset; one lead's noise cannot move it). None when the
+    tangent reaches the baseline only after ``stop`` (where the next P wave could start).
+    """
     start = j + int(0.06 * fs)
     if stop - start < int(0.06 * fs):
         return None
-    m = _moving_average(magnitude, max(1, int(round(0.02 * fs))))
-    peak = start + int(np.argmax(m[start:stop]))
-    slope = np.gradient(m)
-    if stop - peak < 3:
+    seg = _moving_average(rel, max(1, int(round(0.02 * fs))))  # [L, W]
+    found = []  # (end, amplitude)
+    for y in seg:
+        window = y[start:stop]
+        if window.size == 0:
+            continue
+        sign = 1.0 if window[int(np.argmax(np.abs(window)))] >= 0 else -1.0
+        r = _tangent_end(sign * y, start, stop, fs)
+        if r is not None:
+            found.append(r)
+    if not found:
         return None
-    steep = peak + int(np.argmin(slope[peak:stop]))
-    if slope[steep] >= 0:
-        return None
-    floor = float(np.min(m[peak : min(len(m), stop + int(0.1 * fs))]))
-    end = steep + (m[steep] - floor) / (-slope[steep])
-    if end > stop:  # the tangent reaches the baseline only after the next P wave could start
+    top = max(a for _, a in found)
+    ends = sorted(e for e, a in found if a >= 0.3 * top)
+    end = float(np.quantile(ends, T_END_QUANTILE))
+    if end > stop:
         return None
     return int(round(end))
 
@@ -466,16 +532,16 @@ def _measure(x: np.ndarray, fs: float) -> dict[str, float | None]:
     base_n, gap = max(1, int(round(0.01 * fi))), max(1, int(round(0.004 * fi)))
     baseline = mb[:, max(0, qrs_on - base_n - gap) : qrs_on - gap].mean(axis=-1)  # [12] PR level
     rel = mb - baseline[:, None]  # [12, Wi] relative to the PR baseline
-    magnitude = np.sqrt((rel[ind] ** 2).sum(axis=0))  # [Wi]
 
     t_stop = min(mb.shape[1] - 1, r0 + int(min(0.7 * rr_i, 0.65 * fi)))
-    t_end = _t_end(magnitude, qrs_off, t_stop, fi)
+    t_end = _t_end(rel[ind], qrs_off, t_stop, fi)
 
     # P wave: between the previous beat's T end (or 320 ms before QRS onset) and QRS onset
     prev_t = (t_end - rr_i) if t_end is not None else (r0 - 0.6 * rr_i)
     p_start = int(max(0, qrs_on - 0.32 * fi, prev_t))
     p = _p_wave(rel[ind], p_start, qrs_on, fi)
-    if p is not None and not _p_repeats(beats[ind], (*p, qrs_on), pre, up, fs):
+    irregular = len(rr) > 1 and float(rr.std(ddof=1)) / rr_mean > P_IRREGULAR_CV
+    if p is not None and not _p_repeats(beats[ind], (*p, qrs_on), pre, up, fs, irregular):
         p = None
 
     out: dict[str, float | None] = dict.fromkeys(FEATURE_COLUMNS)
@@ -523,18 +589,58 @@ def _measure(x: np.ndarray, fs: float) -> dict[str, float | None]:
     return {k: (None if v is None or not math.isfinite(v) else round(float(v), 4)) for k, v in out.items()}
 
 
-def _p_repeats(beats: np.ndarray, p: tuple[int, int, int, int], pre: int, up: int, fs: float) -> bool:
+def _p_repeats(beats: np.ndarray, p: tuple[int, int, int, int], pre: int, up: int, fs: float,
+               irregular: bool = False) -> bool:
     """Whether the P wave found in the median beat repeats in the single beats [L, B, W] (native rate).
 
+    ``p`` is (onset, peak, offset, QRS onset) in median-beat samples at ``up`` times the native rate.
     In atrial fibrillation the median of the fibrillatory waves can leave a small bump; it does not
     correlate with the individual beats, a real P wave does (median correlation >= P_MIN_CORRELATION,
-    each beat smoothed over 20 ms, the window never reaching into the QRS).
+    each beat smoothed over 20 ms, the window never reaching into the QRS). When the rhythm is
+    ``irregular`` the P wave must also keep a fixed PR interval (``_stable_pr``): f waves, or the
+    previous beat's T wave, line up with each QRS by chance only.
     """
     pad = max(1, int(round(0.02 * fs)))
     lo, hi = max(0, p[0] // up - pad), min(p[2] // up + 1, p[3] // up - pad)  # never into the QRS
     if hi - lo < 3:
         return False
-    seg = _moving_average(beats[:, :, lo:hi], max(1, int(round(0.02 * fs))))  # [L, B, w] 20 ms smoothed
+    smooth = _moving_average(beats, max(1, int(round(0.02 * fs))))  # [L, B, W] 20 ms smoothed
+    seg = smooth[:, :, lo:hi]  # [L, B, w]
     template = np.nanmedian(seg, axis=1)  # [L, w]
     corr = _correlations(seg, template)
-    return bool(np.isfinite(corr).any() and np.nanmedian(corr) >= P_MIN_CORRELATION)
+    if not (np.isfinite(corr).any() and np.nanmedian(corr) >= P_MIN_CORRELATION):
+        return False
+    return _stable_pr(smooth, template, lo, p[3] // up, fs) if irregular else True
+
+
+def _stable_pr(smooth: np.ndarray, template: np.ndarray, lo: int, qrs_on: int, fs: float) -> bool:
+    """Whether the P template [L, w] sits at a fixed distance before every QRS of ``smooth`` [L, B, W].
+
+    Each beat is matched to the template (Pearson correlation over all leads, each lead's mean
+    removed) at shifts up to 40 ms either way, the window never reaching the QRS onset ``qrs_on``.
+    A P wave that conducts keeps its PR interval: at least P_MIN_FIXED_PR of the beats match best
+    within 10 ms of the median shift. f waves, or a previous T wave, drift against the QRS.
+    """
+    w = template.shape[-1]
+    tc = template - template.mean(axis=-1, keepdims=True)  # [L, w]
+    energy = float((tc**2).sum())
+    if not energy > 0:
+        return False
+    reach, tol = max(1, int(round(0.04 * fs))), max(1, int(round(0.01 * fs)))
+    shifts = [s for s in range(-reach, reach + 1) if lo + s >= 0 and lo + s + w <= qrs_on]
+    best = []  # per beat: the best-matching shift
+    for b in range(smooth.shape[1]):
+        scores = []
+        for s in shifts:
+            x = smooth[:, b, lo + s : lo + s + w]  # [L, w]
+            if not np.all(np.isfinite(x)):
+                continue
+            xc = x - x.mean(axis=-1, keepdims=True)
+            den = math.sqrt(float((xc**2).sum()) * energy)
+            scores.append((float((xc * tc).sum()) / den if den > 0 else -1.0, s))
+        if scores:
+            best.append(max(scores)[1])
+    if len(best) < MIN_BEATS:
+        return False
+    lags = np.asarray(best)
+    return float(np.mean(np.abs(lags - np.median(lags)) <= tol)) >= P_MIN_FIXED_PR

@@ -59,6 +59,9 @@ def synthetic_ecg(
     noise_mv: float = 0.0,
     atrial_fibrillation: bool = False,
     seed: int = 0,
+    f_wave_mv: float = 0.03,
+    rr_jitter: float = 0.0,
+    st_plateau_mv: float = 0.0,
 ) -> np.ndarray:
     """A 12-lead beat train [12, fs * seconds] in mV of Gaussian P, Q, R, S and T waves.
 
@@ -67,7 +70,11 @@ def synthetic_ecg(
     = QRS onset + ``qt``.
     The limb leads are projections of one frontal vector per wave, so they obey Einthoven's law.
     With ``atrial_fibrillation`` there is no P wave, the RR intervals are random (mean 60000/hr ms)
-    and 4-8 Hz fibrillatory waves run through the whole record.
+    and 4-8 Hz fibrillatory waves (``f_wave_mv`` per sine) run through the whole record. ``rr_jitter``
+    makes a sinus rhythm irregular (each RR drawn uniformly within +- that fraction; P waves kept at
+    their PR). ``st_plateau_mv`` adds an ST segment at that level (gains of the T wave) from the QRS
+    offset to T peak - 0.4 sigma_T, with 12 ms ramps: it ends before the T peak, as in the demo world,
+    so that the steepest fall of the ST-T is the plateau's end, not the T wave's descending limb.
     """
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * fs)) / fs * 1000.0  # [T] ms
@@ -87,14 +94,22 @@ def synthetic_ecg(
     if not atrial_fibrillation:
         waves.append((-pr + K * s_p, s_p, 0.15 * _gains(p_axis, [0.5, 0.4, 0.3, 0.3, 0.3, 0.3])))
     rr = 60000.0 / hr
+    st_gain = st_plateau_mv * _gains(t_axis, [0.2, 0.6, 0.8, 0.9, 0.8, 0.6])  # [12]
+    st_end = qt - K_T * s_t - 0.4 * s_t
     onset = 400.0
     while onset < t[-1] - 400.0:
         for centre, sigma, gain in waves:
             x += gain[:, None] * np.exp(-0.5 * ((t - onset - centre) / sigma) ** 2)[None, :]
-        onset += rng.uniform(0.6, 1.4) * rr if atrial_fibrillation else rr
+        if st_plateau_mv:
+            rise = np.clip((t - onset - qrs) / 12.0, 0.0, 1.0) * np.clip((onset + st_end - t) / 12.0, 0.0, 1.0)
+            x += st_gain[:, None] * rise[None, :]
+        if atrial_fibrillation:
+            onset += rng.uniform(0.6, 1.4) * rr
+        else:
+            onset += rng.uniform(1.0 - rr_jitter, 1.0 + rr_jitter) * rr if rr_jitter else rr
     if atrial_fibrillation:
         f = sum(np.sin(2 * np.pi * (fr * t / 1000.0) + rng.uniform(0, 2 * np.pi)) for fr in rng.uniform(4, 8, 4))
-        x += 0.03 * _gains(80.0, [0.8, 0.5, 0.3, 0.2, 0.1, 0.1])[:, None] * f[None, :]
+        x += f_wave_mv * _gains(80.0, [0.8, 0.5, 0.3, 0.2, 0.1, 0.1])[:, None] * f[None, :]
     return x + noise_mv * rng.standard_normal(x.shape)
 
 
@@ -435,3 +450,38 @@ def test_cli_help_is_reachable():
                           env={**os.environ, "COLUMNS": "120"}, check=True)  # fmt: skip
     for option in ("--source", "--signals", "--records", "--out", "--fs", "--workers"):
         assert option in proc.stdout
+
+
+# ---------------------------------------------------------------------------- regressions (demo world)
+
+
+@pytest.mark.parametrize("fs", [100, 500])
+@pytest.mark.parametrize(("hr", "qt", "st_mv"), [(60, 540, 0.0), (58, 580, 0.2), (75, 500, 0.2)])
+def test_long_qt_t_end_is_on_the_t_waves_descending_limb(fs, hr, qt, st_mv):
+    # an ST plateau that ends before the T peak makes the steepest fall of the ST-T a cliff on the T
+    # wave's rising side; the old spatial-magnitude tangent took it and cut a 580 ms QT to ~530 ms
+    m = measure_record(synthetic_ecg(fs, hr=hr, qt=qt, st_plateau_mv=st_mv, noise_mv=0.01), fs)
+    assert abs(m["QT_Int_Global"] - qt) <= TOL_QT
+    assert m["QT_IntFramingham_Global"] > 470  # long QT by the 450/460 ms limits
+
+
+# (fs, hr, f-wave mV, seed): atrial fibrillation records in which the P-wave test without a fixed PR
+# accepted the median of the f waves as a P wave (P amplitude 0.03-0.1 mV, which hides the AF).
+# Not yet caught: (100, 60, 0.05, 9), whose P window ends just before the QRS (PR 116 ms).
+AF_FALSE_P = [(100, 60, 0.05, 3), (100, 60, 0.1, 3), (100, 90, 0.1, 0), (500, 60, 0.02, 2), (500, 120, 0.05, 8)]
+
+
+@pytest.mark.parametrize(("fs", "hr", "f_mv", "seed"), AF_FALSE_P)
+def test_atrial_fibrillation_f_waves_are_not_a_p_wave(fs, hr, f_mv, seed):
+    x = synthetic_ecg(fs, hr=hr, atrial_fibrillation=True, f_wave_mv=f_mv, noise_mv=0.01, seed=seed)
+    m = measure_record(x, fs)
+    assert m["P_Amp_II"] is None and m["PR_Int_Global"] is None and m["P_Dur_Global"] is None
+
+
+@pytest.mark.parametrize("fs", [100, 500])
+def test_sinus_arrhythmia_keeps_its_p_wave(fs):
+    # RR +-25%: irregular enough for the fixed-PR test to apply; the P wave keeps its PR, so it is found
+    for seed in range(4):
+        m = measure_record(synthetic_ecg(fs, hr=75, pr=170, rr_jitter=0.25, noise_mv=0.01, seed=seed), fs)
+        assert m["RR_SDNN_Global"] / m["RR_Mean_Global"] > 0.06
+        assert m["P_Amp_II"] == pytest.approx(0.15, abs=0.04) and abs(m["PR_Int_Global"] - 170) <= TOL_PR

@@ -313,7 +313,7 @@ def build_beat(plan: RecordPlan, rng: np.random.Generator, findings: dict[str, l
         qtc = rng.uniform(0.34, 0.385)
         findings["DIG"] = leads_facing(t_dir, electrodes)
     if has("LNGQT"):
-        qtc = rng.uniform(0.49, 0.58)  # measured QTc (Framingham) then clears the 450/460 ms limits
+        qtc = rng.uniform(0.51, 0.60)  # Bazett-scaled: the Framingham QTc then clears 450/460 ms up to ~100 bpm
     # P wave, PR
     pr = None if plan.rhythm == "AFIB" else float(np.clip(rng.normal(0.155, 0.022), 0.118, 0.205))
     if has("1AVB"):
