@@ -79,3 +79,18 @@ def test_a_second_run_has_nothing_to_do(repo_root, demo_run):
     proc = _snakemake(repo_root, demo_run, "-n")
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_findings_name_the_rhythm_and_long_qt_labels(demo_run):
+    """On the demo world, >= 90% of the records of each rhythm label and of long QT are described
+    with the matching finding (scripts/findings_figures.py prints the same table)."""
+    from ecglm.finding_agreement import finding_agreement
+
+    results = demo_run / "results" / "ci"
+    table = finding_agreement(
+        pl.read_parquet(results / "data" / "records.parquet"),
+        pl.read_parquet(results / "text" / "findings.parquet"),
+    )
+    assert table["n"].min() >= 20, table
+    low = table.filter(pl.col("share") < 0.9)
+    assert low.height == 0, low
