@@ -17,8 +17,12 @@ from ecglm.errors import StageError
 min_version("9.0")
 
 
-# The default config, found from the Snakefile so that `--directory` works too.
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+# The default config (found from the Snakefile so that `--directory` works too), unless a
+# --configfile is given: that one then REPLACES it (no silent merge of the demo's keys into a real run).
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
 
 
 try:
@@ -42,6 +46,10 @@ else:
 include: "rules/prepare.smk"
 include: "rules/text.smk"
 include: "rules/expand.smk"
+include: "rules/encoder.smk"
+include: "rules/llm.smk"
+include: "rules/align.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

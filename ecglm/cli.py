@@ -16,10 +16,19 @@ from ecglm.errors import StageError
 
 # The stage modules, in pipeline order. Each one registers its own subcommand(s).
 STAGE_MODULES = [
+    "ecglm.download",
+    "ecglm.demo.cli",
+    "ecglm.prepare",
+    "ecglm.measure",
+    "ecglm.translate.cli",
     "ecglm.describe",
     "ecglm.expand",
-    "ecglm.prepare",
-    "ecglm.download",
+    "ecglm.train_encoder",
+    "ecglm.fetch_llm",
+    "ecglm.demo_llm",
+    "ecglm.align",
+    "ecglm.evaluate",
+    "ecglm.tables",
 ]
 
 

@@ -28,11 +28,17 @@ def _fill_defaults(instance: Any, schema: dict) -> None:
     """Set every missing property that has a default, recursively (defaults are deep-copied)."""
     if not isinstance(instance, dict) or schema.get("type") != "object":
         return
-    for key, sub in schema.get("properties", {}).items():
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
         if key in instance:
             _fill_defaults(instance[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):  # a mapping of names to objects of one schema (e.g. variants)
+        for key, value in instance.items():
+            if key not in properties:
+                _fill_defaults(value, extra)
 
 
 def _key_path(error) -> str:
@@ -71,6 +77,23 @@ def _check_consistency(config: dict, source: str) -> None:
             f"{source} is invalid:\n  config key 'data.fs': {data['fs']} Hz is not among "
             f"data.sampling_rates {data['sampling_rates']}"
         )
+    _check_variants(config["variants"], source)
+
+
+RESERVED_VARIANT_NAMES = ("majority", "supervised")  # the baselines' rows in the result tables
+
+
+def _check_variants(variants: dict, source: str) -> None:
+    for name, variant in variants.items():
+        where = f"{source} is invalid:\n  config key 'variants.{name}"
+        if name in RESERVED_VARIANT_NAMES or not name.replace("-", "").replace("_", "").isalnum():
+            raise StageError(f"{where}': a variant name is letters, digits, - and _, and not {RESERVED_VARIANT_NAMES}")
+        source_variant = variant["align_from"]
+        if source_variant is not None:
+            if source_variant not in variants:
+                raise StageError(f"{where}.align_from': no variant named {source_variant!r}")
+            if variants[source_variant]["align_from"] is not None or variants[source_variant]["prompt"] == "text-only":
+                raise StageError(f"{where}.align_from': {source_variant!r} is not aligned itself")
 
 
 def load_config(path: str | Path) -> dict:

@@ -44,7 +44,7 @@ import numpy as np
 from ecglm.atomic import write_text_atomic
 from ecglm.errors import StageError
 from ecglm.leads import LEADS
-from ecglm.prompts import TASKS
+from ecglm.prompts import TASK_LABEL_COLUMNS, TASKS
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The records.parquet label-list column of each zero-shot task.
-TASK_LABEL_COLUMNS: dict[str, str] = {"diagnostic": "diagnostic_superclass", "rhythm": "rhythm", "form": "form"}
 MODES = ("mcq", "likelihood")
 PROMPTS = ("full", "ecg-only", "text-only")
 CONTROLS = ("none", "shuffled")

@@ -81,6 +81,9 @@ TASKS: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 
+#: The records.parquet label-list column each task's classes come from.
+TASK_LABEL_COLUMNS: dict[str, str] = {"diagnostic": "diagnostic_superclass", "rhythm": "rhythm", "form": "form"}
+
 #: How a class reads inside the report sentence for `likelihood` scoring (lower case, like the
 #: PTB-XL reports; acronyms kept): "The ECG report indicates myocardial infarction."
 CLASS_PHRASES: dict[str, str] = {

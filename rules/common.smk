@@ -1,10 +1,14 @@
 # Paths and helpers shared by the rules. Everything is derived from the validated config.
 
 import glob
+import json
 import os
 import shlex
 
+from ecglm.prompts import TASK_LABEL_COLUMNS, TASKS
+from ecglm.fetch_llm import local_dir_for
 from ecglm.physionet import PROJECTS
+
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
@@ -54,15 +58,60 @@ def cpu_mem_mb(factor=1.0):
     return lambda wildcards, attempt: int(RESOURCES["mem_mb"] * factor * 2 ** (attempt - 1))
 
 
+# ---------------------------------------------------------------------------------------- the model
+VARIANTS = config["variants"]
+EVALUATE = config["evaluate"]
+TASK_NAMES = EVALUATE["tasks"]
+MODES = EVALUATE["modes"]
+BASELINES = EVALUATE["baselines"]
+# Variants that train their own aligned model (the others evaluate another variant's, or none).
+ALIGNED = [v for v, s in VARIANTS.items() if s["align_from"] is None and s["prompt"] != "text-only"]
+
+LLM = config["llm"]
+if LLM["source"] == "demo":
+    LLM_DIR = f"{RESULTS}/llm"
+    LLM_INPUT = f"{RESULTS}/llm/config.json"
+elif os.path.isdir(LLM["name"]):
+    LLM_DIR = LLM["name"]  # a local save_pretrained folder: checked by fetch-llm, not copied
+    LLM_INPUT = f"{RESULTS}/llm-manifest.json"
+else:
+    LLM_DIR = str(local_dir_for(LLM["name"], LLM["revision"]))
+    LLM_INPUT = f"{LLM_DIR}/ecglm-llm.json"
+
+
+def set_args(mapping):
+    """`--set key=value` options (values in YAML flow syntax) for a dataclass-configured stage."""
+    return " ".join(shlex.quote(f"--set={key}={json.dumps(value)}") for key, value in mapping.items())
+
+
+def pairs_dir(variant):
+    """The training samples a variant aligns on: expanded, or not (the no-expansion ablation)."""
+    return f"{RESULTS}/pairs" if VARIANTS[variant]["expansion"] else f"{RESULTS}/pairs-noexp"
+
+
+def aligned_model(variant):
+    """The aligned model a variant is evaluated with (its own, or that of align_from)."""
+    source = VARIANTS[variant]["align_from"] or variant
+    return f"{RESULTS}/align/{source}/model.safetensors"
+
+
+def eval_outputs():
+    outputs = [
+        f"{RESULTS}/eval/{variant}/{task}-{mode}.json"
+        for variant in VARIANTS for task in TASK_NAMES for mode in MODES
+    ]
+    outputs += [f"{RESULTS}/eval/{kind}/{task}-{kind}.json" for kind in BASELINES for task in TASK_NAMES]
+    return outputs
+
+
 def final_outputs():
     """What `snakemake` (rule all) builds with this config."""
     return [
-        f"{RESULTS}/data/records.parquet",
-        f"{RESULTS}/data/signals_{FS}.npy",
         f"{RESULTS}/data/features_measured.parquet",
         f"{RESULTS}/text/reports_en.parquet",
-        f"{RESULTS}/text/findings.parquet",
-        f"{RESULTS}/pairs",
+        f"{RESULTS}/encoder/pretrained/metrics.json",
+        f"{RESULTS}/tables/classification.md",
+        f"{RESULTS}/tables/classification.csv",
     ]
 
 
@@ -110,3 +159,47 @@ def translate_args():
     if text["max_requests"]:
         args.append(f"--max-requests {text['max_requests']}")
     return " ".join(args)
+
+
+def align_sets(wildcards):
+    variant = VARIANTS[wildcards.variant]
+    settings = {**config["align"], **variant["align"], "seed": config["seed"]}
+    settings["llm"] = LLM_DIR
+    settings["trust_remote_code"] = LLM["trust_remote_code"]
+    settings["encoder_dir"] = f"{RESULTS}/encoder/pretrained" if variant["encoder_pretrain"] else None
+    return set_args(settings)
+
+
+def zero_shot_inputs(wildcards):
+    variant = VARIANTS[wildcards.variant]
+    inputs = {
+        "records": f"{RESULTS}/data/records.parquet",
+        "signals": f"{RESULTS}/data/signals_{FS}.npy",
+        "findings": f"{RESULTS}/text/findings.parquet",
+        "llm": LLM_INPUT,
+    }
+    if variant["prompt"] != "text-only":
+        inputs["model"] = aligned_model(wildcards.variant)
+    return inputs
+
+
+def zero_shot_args(wildcards, input):
+    variant = VARIANTS[wildcards.variant]
+    args = [f"--prompt {variant['prompt']}", f"--control {variant['control']}", f"--llm {shlex.quote(LLM_DIR)}"]
+    if "model" in input.keys():
+        args.append(f"--align {shlex.quote(os.path.dirname(input.model))}")
+    return " ".join(args)
+
+
+def baseline_inputs(wildcards):
+    inputs = {"records": f"{RESULTS}/data/records.parquet"}
+    if wildcards.kind == "supervised":
+        inputs["signals"] = f"{RESULTS}/data/signals_{FS}.npy"
+        inputs["encoder"] = f"{RESULTS}/encoder/supervised-{wildcards.task}/model.safetensors"
+    return inputs
+
+
+def baseline_args(wildcards, input):
+    if wildcards.kind != "supervised":
+        return ""
+    return f"--signals {shlex.quote(input.signals)} --encoder {shlex.quote(os.path.dirname(input.encoder))}"

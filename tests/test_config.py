@@ -24,6 +24,10 @@ def _walk(schema, path="<root>"):
     yield path, schema
     for key, sub in schema.get("properties", {}).items():
         yield from _walk(sub, f"{path}.{key}")
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, sub in extra.get("properties", {}).items():
+            yield from _walk(sub, f"{path}.<name>.{key}")
 
 
 def test_every_schema_key_has_description_and_default():
@@ -39,6 +43,17 @@ def test_defaults_fill_an_empty_config():
     assert config["physionet"]["ptbxl_plus"]["include"] == ["features/", "labels/"]
     assert config["data"] == {"source": "demo", "sampling_rates": [100], "fs": 100, "skip_bad_records": False}
     assert config["expand"]["drop_k"] == [4, 5, 6]
+
+
+def test_variant_defaults_are_filled_per_variant():
+    config = validate_config({"variants": {"full": {}, "ecg-only": {"prompt": "ecg-only", "align_from": "full"}}})
+    assert config["variants"]["full"] == {
+        "align": {}, "encoder_pretrain": True, "expansion": True, "prompt": "full", "control": "none",
+        "align_from": None,
+    }
+    assert config["variants"]["ecg-only"]["prompt"] == "ecg-only"
+    with pytest.raises(StageError, match="config key 'variants.x.promt'"):
+        validate_config({"variants": {"x": {"promt": "full"}}})
 
 
 def test_defaults_are_not_shared_between_configs():

@@ -18,7 +18,10 @@ pytestmark = [pytest.mark.snakemake, pytest.mark.slow]
 
 RULES = [
     "make_demo_data", "verify_demo_ptbxl", "verify_demo_ptbxl_plus", "prepare_records",
-    "measure_features", "translate_reports", "describe_findings", "expand_pairs",
+    "measure_features", "translate_reports", "describe_findings", "expand_pairs", "train_encoder",
+    "build_demo_llm", "align_model/full", "evaluate_zero_shot/full-rhythm-mcq",
+    "evaluate_zero_shot/shuffled-diagnostic-likelihood", "evaluate_baseline/majority-form",
+    "train_supervised_encoder/rhythm", "make_tables",
 ]
 
 
@@ -73,6 +76,28 @@ def test_the_stages_agree_row_for_row(demo_run):
     assert not test_ids & set(train["ecg_id"])
     assert train["dropped_k"].max() >= 4
     assert "<ecg>" in pairs["text"][0]
+
+
+def test_the_result_table_has_every_variant_with_finite_numbers(demo_run):
+    import math
+
+    tables = demo_run / "results" / "ci" / "tables"
+    rows = pl.read_csv(tables / "classification.csv")
+    markdown = (tables / "classification.md").read_text()
+    for variant in ("full", "ecg-only", "text-only", "shuffled", "majority", "supervised"):
+        assert f"| {variant} |" in markdown
+    assert "paper (real PTB-XL, BioMedGPT-LM-7B)" in markdown
+    measured = rows.filter(~pl.col("variant").str.starts_with("paper"))
+    numbers = [v for c in measured.columns if c.endswith(("_acc", "_f1")) for v in measured[c].to_list()]
+    assert numbers and all(v is not None and math.isfinite(float(v)) for v in numbers)
+
+
+def test_the_aligned_model_holds_no_llm_weights(demo_run):
+    from safetensors import safe_open
+
+    with safe_open(demo_run / "results" / "ci" / "align" / "full" / "model.safetensors", "pt") as fh:
+        keys = list(fh.keys())
+    assert keys and all(k.startswith(("encoder.", "projector.")) for k in keys)
 
 
 def test_a_second_run_has_nothing_to_do(repo_root, demo_run):

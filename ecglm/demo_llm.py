@@ -1,0 +1,915 @@
+"""`ecglm build-demo-llm`: the demo world's tiny pretrained causal LM (text only).
+
+In the demo world there is no real pretrained LLM, so this stage builds one that plays its part (the
+paper's BioMedGPT-LM-7B): a byte-level BPE tokenizer and a tiny Llama-architecture causal LM, trained
+on TEXT ONLY from the training split. It knows the language of the reports and findings and the format
+of the zero-shot questions; it never sees an ECG.
+
+The corpus (one document per item, training split only; all wording from :mod:`ecglm.prompts`):
+
+- ``slot_training``: the paper's training template with the ECG's findings written in the slot where
+  the ECG token will stand ("The ECG signal is sinus tachycardia, lead V2: ST elevation."), so that the
+  model learns to read the report and the lead descriptions from what stands in that place (without
+  this, a later alignment of a projected ECG embedding into the slot does not learn);
+- ``training``: the plain training template, with the ``<ecg>`` token itself in the slot;
+- ``mcq_slot`` / ``mcq_slot_findings`` / ``mcq_text``: the zero-shot multiple-choice prompt of each task
+  for which the ECG has exactly one of the task's classes, followed by the correct answer letter; the
+  findings stand in the slot (``slot``), in the slot and in the findings list (``slot_findings``), or
+  only in the findings list without an ECG sentence (``text``). The options keep the evaluation's fixed
+  A-E order; instead the questions are resampled per class (every class of a task the same number of
+  items) so that the letters are balanced and "always A" is not a solution;
+- ``likelihood``: the `likelihood` scoring sentence ("... The ECG report indicates sinus rhythm.") after
+  the slot findings, with every ``len(mcq_variants)``-th question item (so balanced the same way).
+
+Output (``--out``, swapped in as a whole only once complete): ``config.json``, ``model.safetensors``,
+``generation_config.json`` (``save_pretrained``), ``tokenizer.json``, ``tokenizer_config.json``,
+``demo_llm_config.yaml`` (the :class:`DemoLLMConfig` used), ``corpus_stats.json`` (documents per kind,
+answer letters per task), ``train_log.csv`` (the loss of every step), ``metrics.json`` (training time
+and losses, and the check: balanced accuracy of the zero-shot questions on validation ECGs, answered
+from the findings in the slot by the next-token argmax over " A" .. " E") and ``skipped.csv``.
+``AutoTokenizer.from_pretrained(out)`` and ``AutoModelForCausalLM.from_pretrained(out)`` load it
+without remote code.
+
+Reproducibility: the corpus is a function of the inputs and the seed; training is deterministic on CPU
+for a seed and a thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import typing
+from collections import Counter
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from ecglm.atomic import atomic_path, write_text_atomic
+from ecglm.errors import StageError
+from ecglm.expand import _swap_in, load_inputs, missing_reasons
+from ecglm.leads import LEADS
+from ecglm.prompts import (
+    ECG_SENTENCE,
+    ECG_TOKEN,
+    TASK_LABEL_COLUMNS,
+    TASKS,
+    Patient,
+    answer_text,
+    clean_phrase,
+    general_description,
+    likelihood_text,
+    training_text,
+    zero_shot_prompt,
+)
+
+log = logging.getLogger(__name__)
+
+#: Mixed into every seed of this stage so that its random streams differ from other stages' with the same seed.
+_STAGE_KEY = 0x64656D6F6C6C6D  # "demollm"
+
+BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
+#: The special tokens, in id order (0 .. 4); ``<ecg>`` is one token that the alignment stage replaces.
+SPECIAL_TOKENS: tuple[str, ...] = (BOS, EOS, PAD, UNK, ECG_TOKEN)
+#: The option letters of every zero-shot task (A-E), in order.
+LETTERS: tuple[str, ...] = tuple(letter for letter, _, _ in TASKS["rhythm"])
+#: The records.parquet label column of each zero-shot task.
+LEAD_COLUMNS = tuple(f"lead_{lead}" for lead in LEADS)
+
+#: The question variants: where the findings stand (see the module docstring).
+MCQ_VARIANTS: tuple[str, ...] = ("slot", "slot_findings", "text")
+#: Document kinds of the corpus.
+KINDS: tuple[str, ...] = ("slot_training", "training", *(f"mcq_{v}" for v in MCQ_VARIANTS), "likelihood")
+
+CONFIG_FILE = "demo_llm_config.yaml"
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class DemoLLMConfig:
+    """Everything that decides the demo LLM (saved beside the model as ``demo_llm_config.yaml``)."""
+
+    seed: int = 1234
+    #: Question items per class of each task; 0 = the mean class count of the task in the training split.
+    mcq_per_class: int = 0
+    #: Which question variants the corpus holds, assigned in turn to a class's items.
+    mcq_variants: tuple[str, ...] = MCQ_VARIANTS
+    #: BPE vocabulary size, special tokens and the 256 byte symbols included.
+    vocab_size: int = 2048
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 512
+    #: Passes over the corpus (fractions allowed); ``max_steps`` > 0 stops earlier.
+    epochs: float = 3.0
+    max_steps: int = 0
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    grad_clip: float = 1.0
+    #: Loss weight of a question's answer letter (every other token weighs 1): the letter is one token of ~150
+    #: in a question, and unweighted it is learnt only after many epochs.
+    answer_loss_weight: float = 20.0
+    #: Torch CPU threads for training and the check.
+    threads: int = 2
+    #: The check after training: this task's questions on validation ECGs, findings in the slot.
+    check_task: str = "rhythm"
+    check_min_balanced_accuracy: float = 0.9
+    #: True: a failed check stops the stage (StageError); False: a warning, recorded in metrics.json.
+    check_strict: bool = False
+    #: At most this many validation questions per class for each task's evaluation (0 = all).
+    eval_max_per_class: int = 200
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "batch_size",
+                     "threads"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("mcq_per_class", "max_steps", "warmup_steps", "eval_max_per_class", "seed"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.hidden_size % max(self.num_heads, 1):
+            problems.append(f"hidden_size {self.hidden_size} must be a multiple of num_heads {self.num_heads}")
+        if self.vocab_size < 256 + len(SPECIAL_TOKENS) + 5:
+            problems.append(f"vocab_size must be >= {256 + len(SPECIAL_TOKENS) + 5} (256 bytes, the special tokens "
+                            f"and the option letters), got {self.vocab_size}")
+        if not self.epochs > 0:
+            problems.append(f"epochs must be > 0, got {self.epochs}")
+        if not self.learning_rate > 0:
+            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.answer_loss_weight < 0:
+            problems.append("weight_decay, grad_clip and answer_loss_weight must be >= 0")
+        unknown = [v for v in self.mcq_variants if v not in MCQ_VARIANTS]
+        if unknown or len(set(self.mcq_variants)) != len(self.mcq_variants):
+            problems.append(f"mcq_variants must be distinct values of {list(MCQ_VARIANTS)}, got {list(self.mcq_variants)}")
+        if self.check_task not in TASKS:
+            problems.append(f"check_task must be one of {sorted(TASKS)}, got {self.check_task!r}")
+        if not 0 <= self.check_min_balanced_accuracy <= 1:
+            problems.append(f"check_min_balanced_accuracy must be in 0..1, got {self.check_min_balanced_accuracy}")
+        if problems:
+            raise StageError("invalid demo LLM config: " + "; ".join(problems))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object], source: str = "config") -> "DemoLLMConfig":
+        """Build from a mapping of field names to values; unknown keys and wrong types raise StageError."""
+        if not isinstance(values, Mapping):
+            raise StageError(f"{source}: the demo LLM config must be a mapping, got {type(values).__name__}")
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise StageError(f"{source}: unknown demo LLM config key(s) {', '.join(map(str, unknown))} "
+                             f"(known: {', '.join(sorted(known))})")
+        return cls(**{k: _coerce(k, hints[k], v, source) for k, v in values.items()})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> "DemoLLMConfig":
+        """The defaults, updated by the YAML file ``path`` (if given), then by ``key=value`` overrides."""
+        import yaml
+
+        values: dict[str, object] = {}
+        if path is not None:
+            try:
+                loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            except OSError as err:
+                raise StageError(f"{path}: cannot read the demo LLM config ({err.strerror})") from err
+            except yaml.YAMLError as err:
+                raise StageError(f"{path}: not valid YAML: {err}") from err
+            values.update(loaded or {})
+            cls.from_mapping(values, str(path))  # name the file in errors of its own keys
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise StageError(f"--set {item!r}: expected key=value")
+            try:
+                values[key.strip()] = yaml.safe_load(raw)
+            except yaml.YAMLError as err:
+                raise StageError(f"--set {item!r}: the value is not valid YAML ({err})") from err
+        return cls.from_mapping(values, "--set" if overrides else str(path or "config"))
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _coerce(name: str, hint: object, value: object, source: str) -> object:
+    """``value`` as the field's type (int, float, bool, str, tuple[str, ...]); StageError when it is not one."""
+    def bad() -> StageError:
+        return StageError(f"{source}: demo LLM config key '{name}' must be {getattr(hint, '__name__', hint)}, "
+                          f"got {value!r}")
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if hint is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad() from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise bad()
+        return tuple(value)
+    raise bad()  # pragma: no cover - every field has one of the types above
+
+
+# ---------------------------------------------------------------------------------------------- corpus
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One corpus document: its text, its kind (:data:`KINDS`), the ECG it came from and, for a question,
+    the task and the correct letter."""
+
+    text: str
+    kind: str
+    ecg_id: int
+    task: str | None = None
+    answer: str | None = None
+
+
+def _leads(row: Mapping) -> dict[str, str | None]:
+    return {lead: row.get(col) for lead, col in zip(LEADS, LEAD_COLUMNS)}
+
+
+def slot_findings(general: str | None, leads: Mapping[str, str | None]) -> str:
+    """The findings written where the ECG token will stand: the general findings, then each described lead.
+
+    "sinus tachycardia, lead V2: ST elevation, lead V3: ST elevation"; "no abnormality" when there is no
+    finding at all. Leads without a description are left out (the slot stays short).
+    """
+    parts = [general_description(general)]
+    parts += [f"lead {lead}: {clean_phrase(leads.get(lead))}" for lead in LEADS if clean_phrase(leads.get(lead))]
+    return ", ".join(parts)
+
+
+def fill_slot(text: str, findings: str) -> str:
+    """``text`` with its ECG sentence ("The ECG signal is <ecg>.") holding ``findings`` instead of the token.
+
+    Raises ValueError unless the text holds exactly one ECG sentence.
+    """
+    if text.count(ECG_SENTENCE) != 1:
+        raise ValueError(f"expected exactly one {ECG_SENTENCE!r} in the text, found {text.count(ECG_SENTENCE)}")
+    return text.replace(ECG_SENTENCE, ECG_SENTENCE.replace(ECG_TOKEN, findings))
+
+
+def task_class(labels: Sequence[str] | None, task: str) -> str | None:
+    """The ECG's class code for ``task`` when it holds exactly one of the task's classes, else None."""
+    codes = {code for _, code, _ in TASKS[task]}
+    mine = {c for c in (labels or ()) if c in codes}
+    return next(iter(mine)) if len(mine) == 1 else None
+
+
+def letter_of(task: str, code: str) -> str:
+    """The option letter of class ``code`` in ``task`` (the fixed A-E order of :data:`TASKS`)."""
+    for letter, c, _ in TASKS[task]:
+        if c == code:
+            return letter
+    raise ValueError(f"{code!r} is not a class of task {task!r}")
+
+
+def mcq_prompt(row: Mapping, task: str, variant: str) -> str:
+    """The zero-shot question of ``task`` for an ECG, ending in the answer stem (no answer).
+
+    ``variant``: ``slot`` (findings in the ECG slot only), ``slot_findings`` (in the slot and in the
+    findings list) or ``text`` (findings list only, no ECG sentence).
+    """
+    patient = Patient.from_record(row)
+    general, leads = row.get("general"), _leads(row)
+    if variant == "text":
+        return zero_shot_prompt(task, patient, general, leads, ecg=False, findings=True)
+    if variant not in ("slot", "slot_findings"):
+        raise ValueError(f"unknown question variant {variant!r} (expected one of {MCQ_VARIANTS})")
+    prompt = zero_shot_prompt(task, patient, general, leads, ecg=True, findings=variant == "slot_findings")
+    return fill_slot(prompt, slot_findings(general, leads))
+
+
+def ecg_documents(row: Mapping) -> list[Doc]:
+    """The two template documents of one ECG: ``slot_training`` (findings in the slot) and ``training``."""
+    patient = Patient.from_record(row)
+    general, leads = row.get("general"), _leads(row)
+    plain = training_text(patient, row["report"], general, leads).text
+    ecg_id = int(row["ecg_id"])
+    return [
+        Doc(fill_slot(plain, slot_findings(general, leads)), "slot_training", ecg_id),
+        Doc(plain, "training", ecg_id),
+    ]
+
+
+def question_documents(row: Mapping, task: str, code: str, variant: str) -> list[Doc]:
+    """A question item: the question with its answer (kind ``mcq_<variant>``) and the likelihood sentence."""
+    ecg_id = int(row["ecg_id"])
+    letter = letter_of(task, code)
+    patient = Patient.from_record(row)
+    sentence = fill_slot(likelihood_text(patient, code).text, slot_findings(row.get("general"), _leads(row)))
+    return [
+        Doc(mcq_prompt(row, task, variant) + answer_text(letter), f"mcq_{variant}", ecg_id, task, letter),
+        Doc(sentence, "likelihood", ecg_id, task, letter),
+    ]
+
+
+def balanced_items(
+    classes: Sequence[str | None], per_class: int, rng: np.random.Generator
+) -> list[tuple[int, str]]:
+    """Resample question items so that every class present gets the same number of items.
+
+    ``classes[i]`` is row i's class (None = no question). Each present class gets ``per_class`` items
+    (0 = the mean count of the present classes, rounded up): a larger class a random subset without
+    repetition, a smaller one all its rows once and then random repeats. Returns (row, class) pairs
+    ordered by class (the task's order of first appearance is irrelevant: the caller shuffles).
+    """
+    by_class: dict[str, list[int]] = {}
+    for i, code in enumerate(classes):
+        if code is not None:
+            by_class.setdefault(code, []).append(i)
+    if not by_class:
+        return []
+    target = per_class or math.ceil(sum(len(v) for v in by_class.values()) / len(by_class))
+    items: list[tuple[int, str]] = []
+    for code in sorted(by_class):
+        rows = np.asarray(by_class[code])
+        if len(rows) >= target:
+            chosen = rng.choice(rows, size=target, replace=False)
+        else:
+            chosen = np.concatenate([rng.permutation(rows), rng.choice(rows, size=target - len(rows), replace=True)])
+        items += [(int(i), code) for i in chosen]
+    return items
+
+
+def build_corpus(train: pl.DataFrame, config: DemoLLMConfig) -> list[Doc]:
+    """The shuffled corpus of the training ECGs in ``train`` (rows of :func:`load_training_inputs`).
+
+    Guarantees: every document comes from an ECG of ``train``, all of whose rows are in the training
+    split (else StageError); each task's question items are balanced over the classes present;
+    deterministic for ``config.seed``.
+    """
+    outside = train.filter(pl.col("split") != "train")
+    if outside.height:
+        raise StageError(f"the demo LLM corpus takes training ECGs only, got ecg_id(s) "
+                         f"{outside['ecg_id'].head(20).to_list()} of split(s) {sorted(set(outside['split']))}")
+    rows = list(train.iter_rows(named=True))
+    docs: list[Doc] = []
+    for row in rows:
+        docs += ecg_documents(row)
+    for t, task in enumerate(TASKS):
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STAGE_KEY, 1, t]))
+        classes = [task_class(row[TASK_LABEL_COLUMNS[task]], task) for row in rows]
+        items = balanced_items(classes, config.mcq_per_class, rng)
+        turn: Counter = Counter()
+        for i, code in items:
+            k = turn[code] % len(config.mcq_variants)
+            turn[code] += 1
+            question, sentence = question_documents(rows[i], task, code, config.mcq_variants[k])
+            docs += [question, sentence] if k == 0 else [question]
+    train_ids = set(train["ecg_id"].to_list())
+    assert all(d.ecg_id in train_ids for d in docs), "a corpus document comes from outside the training split"
+    order = np.random.default_rng(np.random.SeedSequence([config.seed, _STAGE_KEY, 2])).permutation(len(docs))
+    return [docs[i] for i in order]
+
+
+def corpus_stats(docs: Sequence[Doc]) -> dict:
+    """Documents per kind, and the answer letters of the questions per task and over all tasks."""
+    letters = {task: Counter() for task in TASKS}
+    for d in docs:
+        if d.kind.startswith("mcq_"):
+            letters[d.task][d.answer] += 1
+    overall = sum(letters.values(), Counter())
+    total = sum(overall.values())
+    return {
+        "documents": len(docs),
+        "ecgs": len({d.ecg_id for d in docs}),
+        "kinds": {k: sum(d.kind == k for d in docs) for k in KINDS},
+        "letters": {task: {x: c[x] for x in LETTERS} for task, c in letters.items()},
+        "letters_overall": {x: overall[x] for x in LETTERS},
+        "majority_letter_share": (max(overall.values()) / total) if total else None,
+        "characters": sum(len(d.text) for d in docs),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def load_training_inputs(records: Path, reports: Path, findings: Path) -> pl.DataFrame:
+    """records.parquet joined with reports_en and findings (:func:`ecglm.expand.load_inputs`) plus the
+    zero-shot label columns (diagnostic_superclass, rhythm, form), in records order."""
+    joined = load_inputs(records, reports, findings)
+    names = pl.scan_parquet(records).collect_schema().names()
+    missing = [c for c in TASK_LABEL_COLUMNS.values() if c not in names]
+    if missing:
+        raise StageError(f"{records}: records lacks label column(s) {', '.join(missing)}")
+    labels = pl.read_parquet(records, columns=["ecg_id", *TASK_LABEL_COLUMNS.values()]).with_columns(
+        pl.col("ecg_id").cast(pl.Int64))
+    return joined.join(labels, on="ecg_id", how="left").sort("signal_row")
+
+
+# ---------------------------------------------------------------------------------------------- tokenizer
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int | None = None):
+    """A byte-level BPE tokenizer trained on ``texts``, wrapped as a ``PreTrainedTokenizerFast``.
+
+    Guarantees: ids 0-4 are ``<s> </s> <pad> <unk> <ecg>``; ``<ecg>`` and each option letter " A" .. " E"
+    encode to one token (else StageError: the corpus holds too few questions); encoding adds ``<s>``
+    (not ``</s>``); decoding gives the text back.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, tok.token_to_id(BOS))])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
+        extra_special_tokens=[ECG_TOKEN], model_max_length=max_length or 1_000_000, padding_side="right",
+    )
+    check_tokenizer(fast)
+    return fast
+
+
+def letter_token_ids(tokenizer) -> list[int]:
+    """The ids of " A" .. " E" (:func:`ecglm.prompts.answer_text`); StageError unless each is one token."""
+    ids = []
+    for letter in LETTERS:
+        enc = tokenizer(answer_text(letter), add_special_tokens=False)["input_ids"]
+        if len(enc) != 1:
+            raise StageError(f"the demo tokenizer splits the answer {answer_text(letter)!r} into {len(enc)} tokens; "
+                             "the corpus holds too few questions (raise mcq_per_class or vocab_size)")
+        ids.append(enc[0])
+    return ids
+
+
+def check_tokenizer(tokenizer) -> None:
+    """Raise StageError unless the special tokens sit at ids 0-4, ``<ecg>`` is one token and the letters are."""
+    for i, token in enumerate(SPECIAL_TOKENS):
+        if tokenizer.convert_tokens_to_ids(token) != i:
+            raise StageError(f"the demo tokenizer has {token!r} at id {tokenizer.convert_tokens_to_ids(token)}, not {i}")
+    enc = tokenizer(f"is {ECG_TOKEN}.", add_special_tokens=False)["input_ids"]
+    if enc.count(tokenizer.convert_tokens_to_ids(ECG_TOKEN)) != 1:
+        raise StageError(f"the demo tokenizer does not keep {ECG_TOKEN!r} as one token")
+    letter_token_ids(tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+def model_config(config: DemoLLMConfig, tokenizer, max_positions: int):
+    """The LlamaConfig of the demo LLM (tied input/output embeddings, no dropout)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=max_positions,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def max_positions_for(longest: int) -> int:
+    """Positions the model is built for: the longest training sequence plus headroom, a multiple of 64."""
+    return 64 * math.ceil((longest + 64) / 64)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads, then restore the previous number."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch's batches of indices: shuffled, sorted by length within windows of 50 batches (little
+    padding), then the batches shuffled. Every index appears exactly once."""
+    order = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start:start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def collate(sequences: Sequence[Sequence[int]], pad_id: int, answer_positions: Sequence[int] | None = None,
+            answer_weight: float = 1.0):
+    """Right-padded tensors, each [B, T]: ``input_ids``, ``attention_mask``, ``labels`` (pads -100) and the
+    loss weight of each token as a target (pads 0, the token at ``answer_positions[i]`` ``answer_weight``,
+    every other token 1; a negative position = no answer)."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    weights = mask.to(torch.float32)
+    for i, pos in enumerate(answer_positions or ()):
+        if pos >= 0:
+            weights[i, pos] = answer_weight
+    return ids, mask, labels, weights
+
+
+def weighted_lm_loss(logits, labels, weights):
+    """The next-token loss weighted per target token, and the plain (unweighted) mean over the same tokens.
+
+    logits [B, T, V]; labels, weights [B, T] (token t is predicted from position t - 1; label -100 and weight 0
+    mark padding). Returns (weighted loss, plain loss) as scalars.
+    """
+    import torch.nn.functional as F
+
+    logits, labels, weights = logits[:, :-1], labels[:, 1:], weights[:, 1:]  # [B, T-1, V], [B, T-1], [B, T-1]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100,
+                         reduction="none").view(labels.shape)  # [B, T-1]
+    known = (labels != -100).to(ce.dtype)
+    return (ce * weights).sum() / weights.sum(), (ce * known).sum() / known.sum()
+
+
+def answer_positions_of(sequences: Sequence[Sequence[int]], docs: Sequence[Doc], letter_ids: Sequence[int]) -> list[int]:
+    """The index of the answer letter in each question's sequence (``<s> ... Answer: X </s>``), -1 for other
+    documents. Raises ValueError if a question's token before ``</s>`` is not its answer letter."""
+    out = []
+    for seq, doc in zip(sequences, docs):
+        if doc.answer is None or not doc.kind.startswith("mcq_"):
+            out.append(-1)
+            continue
+        if seq[-2] != letter_ids[LETTERS.index(doc.answer)]:
+            raise ValueError(f"question of ECG {doc.ecg_id} does not end in the token of {answer_text(doc.answer)!r}")
+        out.append(len(seq) - 2)
+    return out
+
+
+def pretrain(
+    model, sequences: Sequence[Sequence[int]], config: DemoLLMConfig, pad_id: int,
+    answer_positions: Sequence[int] | None = None, log_path: Path | None = None, progress: bool = True,
+) -> list[tuple[float, float]]:
+    """Train ``model`` (in place) as a causal LM on ``sequences`` (token ids with BOS/EOS).
+
+    The objective is the next-token loss over every token, with the answer letters of the questions
+    (``answer_positions``, see :func:`answer_positions_of`) weighted ``config.answer_loss_weight``. AdamW
+    (no decay on norms and biases), linear warm-up then cosine decay to 0, gradient clipping; deterministic
+    for ``config.seed`` on CPU. Returns (objective, plain LM loss) of every step and writes them per step
+    (``step,epoch,loss,lm_loss,lr,tokens``) to ``log_path``.
+    """
+    import torch
+    from tqdm import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    lengths = [len(s) for s in sequences]
+    answers = list(answer_positions) if answer_positions is not None else [-1] * len(sequences)
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STAGE_KEY, 3]))
+    total = training_steps(len(sequences), config)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate, betas=(0.9, 0.98), eps=1e-8)
+    schedule = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total // 2), total)
+    losses: list[tuple[float, float]] = []
+    log_file = open(log_path, "w", newline="", encoding="utf-8") if log_path else None
+    try:
+        writer = csv.writer(log_file) if log_file else None
+        if writer:
+            writer.writerow(["step", "epoch", "loss", "lm_loss", "lr", "tokens"])
+        model.train()
+        bar = tqdm(total=total, desc="build-demo-llm", unit="step", disable=not progress)
+        step = epoch = 0
+        while step < total:
+            for batch in length_bucketed_batches(lengths, config.batch_size, rng):
+                if step >= total:
+                    break
+                ids, mask, labels, weights = collate(  # each [B, T]
+                    [sequences[i] for i in batch], pad_id, [answers[i] for i in batch], config.answer_loss_weight)
+                logits = model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
+                loss, lm_loss = weighted_lm_loss(logits, labels, weights)
+                if not torch.isfinite(loss):
+                    raise StageError(f"the demo LLM's loss became {loss.item()} at step {step + 1}; "
+                                     "lower learning_rate")
+                loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                lr = schedule.get_last_lr()[0]
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                losses.append((float(loss.item()), float(lm_loss.item())))
+                if writer:
+                    writer.writerow([step, epoch, f"{losses[-1][0]:.6f}", f"{losses[-1][1]:.6f}", f"{lr:.6g}",
+                                     int(mask.sum())])
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1][0]:.3f}")
+            epoch += 1
+        bar.close()
+    finally:
+        if log_file:
+            log_file.close()
+    model.eval()
+    return losses
+
+
+def training_steps(n_sequences: int, config: DemoLLMConfig) -> int:
+    """Optimizer steps of a run: ``epochs`` passes of batches, capped by ``max_steps`` when that is > 0."""
+    total = math.ceil(config.epochs * math.ceil(n_sequences / config.batch_size))
+    return min(total, config.max_steps) if config.max_steps else total
+
+
+# ---------------------------------------------------------------------------------------------- the check
+
+
+def answer_letters(model, tokenizer, prompts: Sequence[str], batch_size: int = 32) -> list[str]:
+    """The option letter each prompt (ending in the answer stem) is answered with: the argmax of the
+    next-token logits over " A" .. " E"."""
+    import torch
+
+    letter_ids = torch.as_tensor(letter_token_ids(tokenizer))
+    encoded = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    order = np.argsort([len(e) for e in encoded], kind="stable")
+    out: list[str | None] = [None] * len(prompts)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ids, mask, _, _ = collate([encoded[i] for i in idx], tokenizer.pad_token_id)  # [B, T]
+            logits = model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
+            last = mask.sum(dim=1) - 1  # [B]
+            scores = logits[torch.arange(len(idx)), last][:, letter_ids]  # [B, 5]
+            for i, best in zip(idx, scores.argmax(dim=1).tolist()):
+                out[i] = LETTERS[best]
+    return out  # type: ignore[return-value]
+
+
+def classification_metrics(truth: Sequence[str], predicted: Sequence[str]) -> dict:
+    """Accuracy, balanced accuracy (mean recall over the true classes present), per-class recall, counts."""
+    classes = sorted(set(truth))
+    recall = {c: float(np.mean([p == c for t, p in zip(truth, predicted) if t == c])) for c in classes}
+    return {
+        "n": len(truth),
+        "accuracy": float(np.mean([t == p for t, p in zip(truth, predicted)])) if truth else None,
+        "balanced_accuracy": float(np.mean(list(recall.values()))) if recall else None,
+        "recall": recall,
+        "true_letters": dict(sorted(Counter(truth).items())),
+        "predicted_letters": dict(sorted(Counter(predicted).items())),
+    }
+
+
+def evaluate_questions(model, tokenizer, rows: Sequence[Mapping], task: str, variant: str,
+                       max_per_class: int, seed: int) -> dict:
+    """The model's answers to ``task``'s questions (``variant``) for the rows with exactly one class of it;
+    at most ``max_per_class`` rows per class (0 = all), chosen at random for ``seed``."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_KEY, 4]))
+    by_class: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        code = task_class(row[TASK_LABEL_COLUMNS[task]], task)
+        if code is not None:
+            by_class.setdefault(code, []).append(i)
+    chosen: list[int] = []
+    for code in sorted(by_class):
+        idx = by_class[code]
+        if max_per_class and len(idx) > max_per_class:
+            idx = sorted(rng.choice(idx, size=max_per_class, replace=False).tolist())
+        chosen += idx
+    truth = [letter_of(task, task_class(rows[i][TASK_LABEL_COLUMNS[task]], task)) for i in chosen]
+    predicted = answer_letters(model, tokenizer, [mcq_prompt(rows[i], task, variant) for i in chosen])
+    return {"task": task, "variant": variant, **classification_metrics(truth, predicted)}
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+
+def _skipped_lines(joined: pl.DataFrame, reports: Path, findings: Path, skip_missing: bool) -> list[tuple[int, str]]:
+    """(ecg_id, reason) of training and validation ECGs without a report or findings; StageError unless
+    ``skip_missing``."""
+    used = joined.filter(pl.col("split").is_in(["train", "val"]))
+    missing = missing_reasons(used, reports, findings)
+    if missing and not skip_missing:
+        shown = "; ".join(f"{i}: {r}" for i, r in missing[:10])
+        raise StageError(f"{len(missing)} training/validation ECG(s) have no text ({shown}"
+                         f"{' ...' if len(missing) > 10 else ''}); rerun the stage that writes it, or pass "
+                         "--skip-missing to leave them out (listed in skipped.csv)")
+    return missing
+
+
+def build_demo_llm(
+    records: str | Path,
+    reports: str | Path,
+    findings: str | Path,
+    out: str | Path,
+    config: DemoLLMConfig = DemoLLMConfig(),
+    *,
+    skip_missing: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Build the corpus, the tokenizer and the model, check it, and write everything into ``out``.
+
+    Returns the metrics (also ``out/metrics.json``). Nothing appears at ``out`` unless complete (built in a
+    temporary sibling folder, then swapped in). Raises StageError for bad inputs, a training split without
+    questions, or (with ``config.check_strict``) a failed check.
+    """
+    import torch
+    from transformers import LlamaForCausalLM
+
+    records, reports, findings, out = Path(records), Path(reports), Path(findings), Path(out)
+    if out.exists() and not out.is_dir():
+        raise StageError(f"{out}: exists and is not a folder")
+    started = time.perf_counter()
+    joined = load_training_inputs(records, reports, findings)
+    skipped = _skipped_lines(joined, reports, findings, skip_missing)
+    if skipped:
+        log.warning("leaving out %d ECG(s) without a report or findings (listed in skipped.csv)", len(skipped))
+        joined = joined.filter(~pl.col("ecg_id").is_in([i for i, _ in skipped]))
+    train = joined.filter(pl.col("split") == "train")
+    val_rows = list(joined.filter(pl.col("split") == "val").iter_rows(named=True))
+    if train.height == 0:
+        raise StageError(f"{records}: no training ECG with a report and findings to build the demo LLM from")
+
+    docs = build_corpus(train, config)
+    stats = corpus_stats(docs)
+    if not any(stats["letters_overall"].values()):
+        raise StageError(f"{records}: no training ECG holds exactly one class of a zero-shot task; the demo LLM "
+                         "would never see a question")
+    log.info("corpus: %d documents of %d training ECGs (%s); answer letters %s (majority share %.2f)",
+             stats["documents"], stats["ecgs"], ", ".join(f"{k} {v}" for k, v in stats["kinds"].items()),
+             stats["letters_overall"], stats["majority_letter_share"])
+
+    texts = [d.text for d in docs]
+    tokenizer = train_tokenizer(texts, config.vocab_size)
+    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    sequences = [e + [tokenizer.eos_token_id] for e in encoded]
+    longest = max(len(s) for s in sequences)
+    positions = max_positions_for(longest)
+    tokenizer.model_max_length = positions
+    tokens = sum(len(s) for s in sequences)
+    log.info("tokenizer: %d tokens; corpus %d tokens, longest document %d tokens -> %d positions",
+             len(tokenizer), tokens, longest, positions)
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        with torch_threads(config.threads):
+            torch.manual_seed(config.seed)
+            model = LlamaForCausalLM(model_config(config, tokenizer, positions))
+            n_params = sum(p.numel() for p in model.parameters())
+            log.info("model: Llama, %d parameters (%s)", n_params,
+                     f"hidden {config.hidden_size}, {config.num_layers} layers, {config.num_heads} heads")
+            train_started = time.perf_counter()
+            answers = answer_positions_of(sequences, docs, letter_token_ids(tokenizer))
+            losses = pretrain(model, sequences, config, tokenizer.pad_token_id, answers, tmp / "train_log.csv",
+                              progress)
+            train_seconds = time.perf_counter() - train_started
+            evaluations = {
+                task: evaluate_questions(model, tokenizer, val_rows, task, "slot", config.eval_max_per_class,
+                                         config.seed)
+                for task in TASKS
+            }
+        check = evaluations[config.check_task]
+        passed = check["balanced_accuracy"] is not None and check["balanced_accuracy"] >= config.check_min_balanced_accuracy
+        tail = np.asarray(losses[-min(len(losses), 20):])  # [n, 2]: objective, plain LM loss
+        metrics = {
+            "stage": "build-demo-llm",
+            "inputs": {"records": str(records), "reports": str(reports), "findings": str(findings)},
+            "check": {
+                "task": config.check_task, "variant": "slot", "split": "val",
+                "balanced_accuracy": check["balanced_accuracy"], "accuracy": check["accuracy"], "n": check["n"],
+                "threshold": config.check_min_balanced_accuracy, "passed": passed,
+            },
+            "evaluation": evaluations,
+            "training": {
+                "steps": len(losses), "epochs": config.epochs, "first_loss": losses[0][0],
+                "final_loss": float(tail[:, 0].mean()), "first_lm_loss": losses[0][1],
+                "final_lm_loss": float(tail[:, 1].mean()), "seconds": round(train_seconds, 1),
+                "tokens_per_epoch": tokens, "threads": config.threads,
+            },
+            "model": {"parameters": n_params, "vocab_size": len(tokenizer), "max_position_embeddings": positions,
+                      "longest_training_sequence": longest},
+            "corpus": stats,
+            "skipped": len(skipped),
+        }
+        msg = (f"demo LLM check: {config.check_task} questions of {check['n']} validation ECGs answered from the "
+               f"findings in the slot: balanced accuracy {_fmt(check['balanced_accuracy'])} "
+               f"(accuracy {_fmt(check['accuracy'])}; threshold {config.check_min_balanced_accuracy})")
+        print(msg)
+        if not passed:
+            if config.check_strict:
+                raise StageError(msg + " -- below the threshold (train longer: epochs, or a larger model)")
+            log.warning("%s -- below the threshold", msg)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_text_atomic(tmp / CONFIG_FILE, config.to_yaml())
+        write_text_atomic(tmp / "corpus_stats.json", json.dumps(stats, indent=2) + "\n")
+        with atomic_path(tmp / "skipped.csv") as path, open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["ecg_id", "reason"])
+            w.writerows(skipped)
+        metrics["seconds_total"] = round(time.perf_counter() - started, 1)
+        write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        _swap_in(tmp, out)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            shutil.rmtree(tmp)
+        raise
+    log.info("wrote %s: %d parameters, final loss %.3f after %d steps in %.0f s", out, n_params,
+             metrics["training"]["final_loss"], len(losses), train_seconds)
+    return metrics
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    config = DemoLLMConfig.load(args.config, args.set or ())
+    build_demo_llm(args.records, args.reports, args.findings, args.out, config,
+                   skip_missing=args.skip_missing, progress=not args.no_progress)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the ``build-demo-llm`` subcommand."""
+    fields = ", ".join(f.name for f in dataclasses.fields(DemoLLMConfig))
+    p = subparsers.add_parser(
+        "build-demo-llm",
+        help="demo world: train the tiny text-only causal LM (BPE tokenizer + Llama) that stands in for the LLM",
+        description=(
+            "Build the demo world's pretrained LLM from the training split's TEXT only: a corpus of the "
+            "training template (with the findings written in the ECG slot, and with the <ecg> token), the "
+            "zero-shot questions answered from the findings (letters balanced by resampling per class) and "
+            "the likelihood sentences; a byte-level BPE tokenizer with <ecg> as one special token; a tiny "
+            "LlamaForCausalLM pretrained with AdamW and a cosine schedule. Then checks it on validation ECGs "
+            "(zero-shot questions, findings in the slot) and saves it with save_pretrained (safetensors) and "
+            "the tokenizer into OUT, which AutoModelForCausalLM / AutoTokenizer load. OUT is replaced only "
+            "once complete."
+        ),
+    )
+    p.add_argument("--records", required=True, type=Path, help="records.parquet written by `ecglm prepare`")
+    p.add_argument("--reports", required=True, type=Path, help="reports_en.parquet written by `ecglm translate`")
+    p.add_argument("--findings", required=True, type=Path, help="findings.parquet written by `ecglm describe`")
+    p.add_argument("--out", required=True, type=Path, help="output folder, e.g. results/{run}/llm (replaced as a whole)")
+    p.add_argument("--config", type=Path, default=None,
+                   help=f"YAML mapping of demo LLM settings; unknown keys are rejected. Keys: {fields}")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one setting (YAML value), e.g. --set epochs=2 --set hidden_size=96; repeatable")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave out training/validation ECGs without a report or findings and list them in "
+                        "OUT/skipped.csv (default: stop with their ecg_ids)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)

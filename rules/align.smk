@@ -1,0 +1,67 @@
+# Alignment: encoder + projector trained against the frozen LLM, one model per variant. Resume
+# checkpoints live in results/{run}/.resume/, outside the declared outputs (Snakemake deletes those
+# when a job fails), so re-running a killed or failed job resumes where it stopped.
+
+
+wildcard_constraints:
+    variant="|".join(VARIANTS) or "NONE",
+
+
+rule expand_pairs_without_expansion:
+    input:
+        records=f"{RESULTS}/data/records.parquet",
+        reports=f"{RESULTS}/text/reports_en.parquet",
+        findings=f"{RESULTS}/text/findings.parquet",
+    output:
+        pairs=directory(f"{RESULTS}/pairs-noexp"),
+    params:
+        shard_rows=config["expand"]["shard_rows"],
+        seed=config["seed"],
+    log:
+        f"{LOGS}/expand_pairs_without_expansion.log",
+    benchmark:
+        f"{BENCHMARKS}/expand_pairs_without_expansion.tsv"
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=cpu_mem_mb(),
+        runtime=RESOURCES["runtime_min"],
+    shell:
+        "ecglm expand --records {input.records:q} --reports {input.reports:q} --findings {input.findings:q}"
+        " --out {output.pairs:q} --copies 0 --shard-rows {params.shard_rows} --seed {params.seed}"
+        " --no-progress > {log:q} 2>&1"
+
+
+rule align_model:
+    input:
+        pairs=lambda wildcards: pairs_dir(wildcards.variant),
+        signals=f"{RESULTS}/data/signals_{FS}.npy",
+        llm=LLM_INPUT,
+        encoder=lambda wildcards: (
+            [f"{RESULTS}/encoder/pretrained/model.safetensors"]
+            if VARIANTS[wildcards.variant]["encoder_pretrain"]
+            else []
+        ),
+    output:
+        model=f"{RESULTS}/align/{{variant}}/model.safetensors",
+        config=f"{RESULTS}/align/{{variant}}/config.json",
+        metrics=f"{RESULTS}/align/{{variant}}/metrics.json",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.model),
+        resume=f"{RESULTS}/.resume/align/{{variant}}",
+        sets=align_sets,
+    log:
+        f"{LOGS}/align_model/{{variant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/align_model/{{variant}}.tsv"
+    threads: RESOURCES["threads"]
+    conda:
+        ENV
+    resources:
+        mem_mb=cpu_mem_mb(2),
+        runtime=RESOURCES["runtime_min"],
+        gpu=RESOURCES["gpus"],
+    shell:
+        "ecglm align --pairs {input.pairs:q} --signals {input.signals:q} --out {params.out:q}"
+        " --resume-dir {params.resume:q} --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"

@@ -1,0 +1,67 @@
+# The ResNet-18 1D ECG encoder: pretrained on the diagnostic superclasses (the ECG-LM encoder), and
+# trained on each task's labels for the supervised baseline.
+
+
+wildcard_constraints:
+    task="diagnostic|rhythm|form",
+
+
+rule train_encoder:
+    input:
+        records=f"{RESULTS}/data/records.parquet",
+        signals=f"{RESULTS}/data/signals_{FS}.npy",
+    output:
+        model=f"{RESULTS}/encoder/pretrained/model.safetensors",
+        config=f"{RESULTS}/encoder/pretrained/config.yaml",
+        metrics=f"{RESULTS}/encoder/pretrained/metrics.json",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.model),
+        sets=set_args({**config["encoder"], "seed": config["seed"]}),
+    log:
+        f"{LOGS}/train_encoder.log",
+    benchmark:
+        f"{BENCHMARKS}/train_encoder.tsv"
+    threads: RESOURCES["threads"]
+    conda:
+        ENV
+    resources:
+        mem_mb=cpu_mem_mb(),
+        runtime=RESOURCES["runtime_min"],
+        gpu=RESOURCES["gpus"],
+    shell:
+        "ecglm train-encoder --records {input.records:q} --signals {input.signals:q} --out {params.out:q}"
+        " --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"
+
+
+rule train_supervised_encoder:
+    input:
+        records=f"{RESULTS}/data/records.parquet",
+        signals=f"{RESULTS}/data/signals_{FS}.npy",
+    output:
+        model=f"{RESULTS}/encoder/supervised-{{task}}/model.safetensors",
+        config=f"{RESULTS}/encoder/supervised-{{task}}/config.yaml",
+        metrics=f"{RESULTS}/encoder/supervised-{{task}}/metrics.json",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.model),
+        sets=lambda wildcards: set_args(
+            {
+                **config["encoder"],
+                "seed": config["seed"],
+                "label_column": TASK_LABEL_COLUMNS[wildcards.task],
+                "classes": [code for _, code, _ in TASKS[wildcards.task]],
+            }
+        ),
+    log:
+        f"{LOGS}/train_supervised_encoder/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_supervised_encoder/{{task}}.tsv"
+    threads: RESOURCES["threads"]
+    conda:
+        ENV
+    resources:
+        mem_mb=cpu_mem_mb(),
+        runtime=RESOURCES["runtime_min"],
+        gpu=RESOURCES["gpus"],
+    shell:
+        "ecglm train-encoder --records {input.records:q} --signals {input.signals:q} --out {params.out:q}"
+        " --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"

@@ -1,0 +1,77 @@
+# Zero-shot classification of every variant (two scoring modes), the baselines, and the result tables.
+
+
+wildcard_constraints:
+    mode="mcq|likelihood",
+    kind="majority|supervised",
+
+
+rule evaluate_zero_shot:
+    input:
+        unpack(zero_shot_inputs),
+    output:
+        result=f"{RESULTS}/eval/{{variant}}/{{task}}-{{mode}}.json",
+    params:
+        options=zero_shot_args,
+        batch_size=EVALUATE["batch_size"],
+        seed=config["seed"],
+    log:
+        f"{LOGS}/evaluate_zero_shot/{{variant}}-{{task}}-{{mode}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate_zero_shot/{{variant}}-{{task}}-{{mode}}.tsv"
+    threads: RESOURCES["threads"]
+    conda:
+        ENV
+    resources:
+        mem_mb=cpu_mem_mb(2),
+        runtime=RESOURCES["runtime_min"],
+        gpu=RESOURCES["gpus"],
+    shell:
+        "ecglm evaluate --records {input.records:q} --signals {input.signals:q} --findings {input.findings:q}"
+        " --task {wildcards.task} --mode {wildcards.mode} {params.options} --batch-size {params.batch_size}"
+        " --seed {params.seed} --out {output.result:q} --no-progress > {log:q} 2>&1"
+
+
+rule evaluate_baseline:
+    input:
+        unpack(baseline_inputs),
+    output:
+        result=f"{RESULTS}/eval/{{kind}}/{{task}}-{{kind}}.json",
+    params:
+        options=baseline_args,
+    log:
+        f"{LOGS}/evaluate_baseline/{{kind}}-{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate_baseline/{{kind}}-{{task}}.tsv"
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=cpu_mem_mb(),
+        runtime=RESOURCES["runtime_min"],
+    shell:
+        "ecglm evaluate-baseline --kind {wildcards.kind} --records {input.records:q} --task {wildcards.task}"
+        " {params.options} --out {output.result:q} --no-progress > {log:q} 2>&1"
+
+
+rule make_tables:
+    input:
+        results=eval_outputs(),
+    output:
+        markdown=f"{RESULTS}/tables/classification.md",
+        csv=f"{RESULTS}/tables/classification.csv",
+    params:
+        eval_dir=lambda wildcards, input: os.path.dirname(os.path.dirname(input.results[0])),
+        out=lambda wildcards, output: os.path.splitext(output.markdown)[0],
+    log:
+        f"{LOGS}/make_tables.log",
+    benchmark:
+        f"{BENCHMARKS}/make_tables.tsv"
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=1024,
+        runtime=10,
+    shell:
+        "ecglm tables --eval-dir {params.eval_dir:q} --out {params.out:q} > {log:q} 2>&1"
