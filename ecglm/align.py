@@ -53,16 +53,15 @@ import os
 import random
 import shutil
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from ecglm.atomic import atomic_path, write_text_atomic
 from ecglm.errors import StageError
-from ecglm.train_encoder import _coerce
+from ecglm.stage_config import StageConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +81,10 @@ RESUME_FREE_FIELDS = ("num_workers", "checkpoint_every", "eval_every", "device")
 
 
 @dataclass
-class AlignConfig:
+class AlignConfig(StageConfig):
     """Alignment settings. Defaults are the paper's where it gives them (commented "paper"), else ours."""
+
+    LABEL: ClassVar[str] = "align config"
 
     llm: str | None = None  # base LLM: a local folder (save_pretrained layout) or a HF Hub id (required)
     llm_revision: str | None = None  # Hub revision to pin (a commit hash for a reproducible run)
@@ -143,63 +144,6 @@ class AlignConfig:
             if not ok:
                 raise StageError(f"align config: {name} must be {expected}, got {getattr(self, name)!r}")
 
-    @classmethod
-    def field_types(cls) -> dict[str, Any]:
-        hints = typing.get_type_hints(cls)
-        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "align config") -> "AlignConfig":
-        """Build a config from a mapping; unknown keys and values of the wrong type raise StageError."""
-        if not isinstance(values, dict):
-            raise StageError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
-        types_ = cls.field_types()
-        unknown = sorted(set(values) - set(types_))
-        if unknown:
-            raise StageError(
-                f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)} (known: {', '.join(types_)})"
-            )
-        return cls(**{name: _coerce(values[name], types_[name], f"{source}: {name}") for name in values})
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "AlignConfig":
-        """Read a YAML mapping of settings (missing keys take their defaults; unknown keys are an error)."""
-        import yaml
-
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise StageError(f"{path}: cannot read align config ({err.strerror})") from err
-        except yaml.YAMLError as err:
-            raise StageError(f"{path}: not valid YAML: {err}") from err
-        return cls.from_dict(values or {}, source=str(path))
-
-    def with_overrides(self, assignments: Sequence[str]) -> "AlignConfig":
-        """A copy with ``key=value`` assignments applied, each value typed by its field (YAML syntax)."""
-        import yaml
-
-        values = self.to_dict()
-        for assignment in assignments:
-            key, sep, raw = assignment.partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise StageError(f"--set {assignment!r}: expected KEY=VALUE")
-            if key not in values:
-                raise StageError(f"--set {assignment!r}: unknown key {key!r} (known: {', '.join(values)})")
-            try:
-                values[key] = yaml.safe_load(raw) if raw.strip() else raw
-            except yaml.YAMLError:
-                values[key] = raw
-        return type(self).from_dict(values, source="--set")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 # ------------------------------------------------------------------------------------- pure helpers

@@ -30,11 +30,9 @@ import json
 import logging
 import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -43,6 +41,7 @@ from ecglm.ecg_data import check_store, multi_hot
 from ecglm.errors import StageError
 from ecglm.labels import SUPERCLASSES
 from ecglm.leads import LEADS, N_LEADS
+from ecglm.stage_config import StageConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +66,13 @@ SAFETENSORS_FORMAT = "ecglm.encoder.ResNet1d18/v1"
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(StageConfig):
     """Encoder pretraining settings. Defaults are the paper's (20 epochs, lr 1e-2, batch 64, AdamW).
 
     Where the paper is silent, the default is ours and says so in its comment.
     """
+
+    LABEL: ClassVar[str] = "encoder config"
 
     epochs: int = 20  # paper
     lr: float = 1e-2  # paper (peak learning rate)
@@ -121,121 +122,6 @@ class EncoderConfig:
 
     # -- reading and writing
 
-    @classmethod
-    def field_types(cls) -> dict[str, Any]:
-        hints = typing.get_type_hints(cls)
-        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "encoder config") -> "EncoderConfig":
-        """Build a config from a mapping; unknown keys and values of the wrong type raise StageError."""
-        if not isinstance(values, dict):
-            raise StageError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
-        types_ = cls.field_types()
-        unknown = sorted(set(values) - set(types_))
-        if unknown:
-            raise StageError(
-                f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)} "
-                f"(known: {', '.join(types_)})"
-            )
-        typed = {name: _coerce(values[name], types_[name], f"{source}: {name}") for name in values}
-        return cls(**typed)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "EncoderConfig":
-        """Read a YAML mapping of settings (missing keys take their defaults; unknown keys are an error)."""
-        import yaml
-
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise StageError(f"{path}: cannot read encoder config ({err.strerror})") from err
-        except yaml.YAMLError as err:
-            raise StageError(f"{path}: not valid YAML: {err}") from err
-        return cls.from_dict(values or {}, source=str(path))
-
-    def with_overrides(self, assignments: Sequence[str]) -> "EncoderConfig":
-        """A copy with ``key=value`` assignments applied, each value typed by its field (YAML syntax)."""
-        import yaml
-
-        values = self.to_dict()
-        for assignment in assignments:
-            key, sep, raw = assignment.partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise StageError(f"--set {assignment!r}: expected KEY=VALUE")
-            if key not in values:
-                raise StageError(f"--set {assignment!r}: unknown key {key!r} (known: {', '.join(values)})")
-            try:
-                values[key] = yaml.safe_load(raw) if raw.strip() else raw
-            except yaml.YAMLError:
-                values[key] = raw
-        return EncoderConfig.from_dict(values, source="--set")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """``value`` as type ``tp`` (int, float, bool, str, X | None, list[X]); StageError if it is not one."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise StageError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        raise StageError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise StageError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise StageError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise StageError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())  # YAML 1.1 reads "1e-2" as a string
-            except ValueError:
-                pass
-        raise StageError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value.strip()
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # e.g. a class code YAML read as a number
-        raise StageError(f"{where}: expected a string, got {value!r}")
-    raise TypeError(f"{where}: unsupported config field type {tp!r}")  # a bug in EncoderConfig, not user input
 
 
 # --------------------------------------------------------------------------------------------- the data
