@@ -268,7 +268,9 @@ def reference_describe(features: pd.DataFrame, patients: pd.DataFrame, guideline
 
 def compare(fast: pl.DataFrame, ref: pd.DataFrame) -> list[str]:
     """Differences between the engine's output and the reference's, as readable lines (empty: equal)."""
-    ref_by_id = {r["ecg_id"]: r for r in ref.to_dict("records")}
+    # pandas >= 3 stores a missing string as NaN (its string dtype): None again, as the engine gives
+    ref_by_id = {r["ecg_id"]: {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+                 for r in ref.to_dict("records")}
     diffs = []
     for row in fast.iter_rows(named=True):
         other = ref_by_id.get(row["ecg_id"])

@@ -10,16 +10,19 @@ The corpus (one document per item, training split only; all wording from :mod:`e
 - ``slot_training``: the paper's training template with the ECG's findings written in the slot where
   the ECG token will stand ("The ECG signal is sinus tachycardia, lead V2: ST elevation."), so that the
   model learns to read the report and the lead descriptions from what stands in that place (without
-  this, a later alignment of a projected ECG embedding into the slot does not learn);
-- ``training``: the plain training template, with the ``<ecg>`` token itself in the slot;
-- ``mcq_slot`` / ``mcq_slot_findings`` / ``mcq_text``: the zero-shot multiple-choice prompt of each task
-  for which the ECG has exactly one of the task's classes, followed by the correct answer letter; the
-  findings stand in the slot (``slot``), in the slot and in the findings list (``slot_findings``), or
-  only in the findings list without an ECG sentence (``text``). The options keep the evaluation's fixed
-  A-E order; instead the questions are resampled per class (every class of a task the same number of
-  items) so that the letters are balanced and "always A" is not a solution;
+  this, a later alignment of a projected ECG embedding into the slot does not learn). There is no
+  document with the ``<ecg>`` token itself in the slot: the model would learn there that the slot says
+  nothing (the report's prior, mostly "sinus rhythm"), and the aligned model never shows it that token;
+- ``mcq_slot`` / ``mcq_slot_findings`` / ``mcq_text`` / ``mcq_key``: the zero-shot multiple-choice prompt
+  of each task for which the ECG has exactly one of the task's classes, followed by the correct answer
+  letter; the findings stand in the slot (``slot``), in the slot and in the findings list
+  (``slot_findings``), only in the findings list without an ECG sentence (``text``), or the slot holds
+  only the class phrase of the answer (``key``: what a single projected ECG token can say). The options
+  keep the evaluation's fixed A-E order; instead the questions are resampled per class (every class of
+  a task the same number of items) so that the letters are balanced and "always A" is not a solution;
 - ``likelihood``: the `likelihood` scoring sentence ("... The ECG report indicates sinus rhythm.") after
-  the slot findings, with every ``len(mcq_variants)``-th question item (so balanced the same way).
+  the slot findings, one per question item (so balanced the same way): the class-balanced lesson that
+  the report names what the slot says.
 
 Output (``--out``, swapped in as a whole only once complete): ``config.json``, ``model.safetensors``,
 ``generation_config.json`` (``save_pretrained``), ``tokenizer.json``, ``tokenizer_config.json``,
@@ -43,14 +46,14 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
-import typing
 from collections import Counter
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -59,7 +62,9 @@ from ecglm.atomic import atomic_path, write_text_atomic
 from ecglm.errors import StageError
 from ecglm.expand import _swap_in, load_inputs, missing_reasons
 from ecglm.leads import LEADS
+from ecglm.stage_config import StageConfig
 from ecglm.prompts import (
+    CLASS_PHRASES,
     ECG_SENTENCE,
     ECG_TOKEN,
     TASK_LABEL_COLUMNS,
@@ -87,9 +92,9 @@ LETTERS: tuple[str, ...] = tuple(letter for letter, _, _ in TASKS["rhythm"])
 LEAD_COLUMNS = tuple(f"lead_{lead}" for lead in LEADS)
 
 #: The question variants: where the findings stand (see the module docstring).
-MCQ_VARIANTS: tuple[str, ...] = ("slot", "slot_findings", "text")
+MCQ_VARIANTS: tuple[str, ...] = ("slot", "slot_findings", "text", "key")
 #: Document kinds of the corpus.
-KINDS: tuple[str, ...] = ("slot_training", "training", *(f"mcq_{v}" for v in MCQ_VARIANTS), "likelihood")
+KINDS: tuple[str, ...] = ("slot_training", *(f"mcq_{v}" for v in MCQ_VARIANTS), "likelihood")
 
 CONFIG_FILE = "demo_llm_config.yaml"
 
@@ -98,14 +103,20 @@ CONFIG_FILE = "demo_llm_config.yaml"
 
 
 @dataclass(frozen=True)
-class DemoLLMConfig:
-    """Everything that decides the demo LLM (saved beside the model as ``demo_llm_config.yaml``)."""
+class DemoLLMConfig(StageConfig):
+    """Everything that decides the demo LLM (saved beside the model as ``demo_llm_config.yaml``).
+
+    Read with :meth:`load` (YAML file, then ``--set key=value``); unknown keys and wrong types raise
+    StageError naming the key (:class:`ecglm.stage_config.StageConfig`), bad values name the rule broken.
+    """
+
+    LABEL: ClassVar[str] = "demo LLM config"
 
     seed: int = 1234
     #: Question items per class of each task; 0 = the mean class count of the task in the training split.
     mcq_per_class: int = 0
     #: Which question variants the corpus holds, assigned in turn to a class's items.
-    mcq_variants: tuple[str, ...] = MCQ_VARIANTS
+    mcq_variants: list[str] = field(default_factory=lambda: list(MCQ_VARIANTS))
     #: BPE vocabulary size, special tokens and the 256 byte symbols included.
     vocab_size: int = 2048
     hidden_size: int = 128
@@ -115,14 +126,15 @@ class DemoLLMConfig:
     #: Passes over the corpus (fractions allowed); ``max_steps`` > 0 stops earlier.
     epochs: float = 3.0
     max_steps: int = 0
-    batch_size: int = 32
+    batch_size: int = 16
     learning_rate: float = 3e-3
     weight_decay: float = 0.01
     warmup_steps: int = 30
     grad_clip: float = 1.0
     #: Loss weight of a question's answer letter (every other token weighs 1): the letter is one token of ~150
-    #: in a question, and unweighted it is learnt only after many epochs.
-    answer_loss_weight: float = 20.0
+    #: in a question. On the demo world 5 learnt the answers in fewer steps than 1 (unweighted) and than 20
+    #: (whose noisy letter gradients made the answers swing between letters).
+    answer_loss_weight: float = 5.0
     #: Torch CPU threads for training and the check.
     threads: int = 2
     #: The check after training: this task's questions on validation ECGs, findings in the slot.
@@ -164,87 +176,10 @@ class DemoLLMConfig:
             raise StageError("invalid demo LLM config: " + "; ".join(problems))
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, object], source: str = "config") -> "DemoLLMConfig":
-        """Build from a mapping of field names to values; unknown keys and wrong types raise StageError."""
-        if not isinstance(values, Mapping):
-            raise StageError(f"{source}: the demo LLM config must be a mapping, got {type(values).__name__}")
-        hints = typing.get_type_hints(cls)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise StageError(f"{source}: unknown demo LLM config key(s) {', '.join(map(str, unknown))} "
-                             f"(known: {', '.join(sorted(known))})")
-        return cls(**{k: _coerce(k, hints[k], v, source) for k, v in values.items()})
-
-    @classmethod
     def load(cls, path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> "DemoLLMConfig":
         """The defaults, updated by the YAML file ``path`` (if given), then by ``key=value`` overrides."""
-        import yaml
-
-        values: dict[str, object] = {}
-        if path is not None:
-            try:
-                loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-            except OSError as err:
-                raise StageError(f"{path}: cannot read the demo LLM config ({err.strerror})") from err
-            except yaml.YAMLError as err:
-                raise StageError(f"{path}: not valid YAML: {err}") from err
-            values.update(loaded or {})
-            cls.from_mapping(values, str(path))  # name the file in errors of its own keys
-        for item in overrides:
-            key, sep, raw = item.partition("=")
-            if not sep or not key.strip():
-                raise StageError(f"--set {item!r}: expected key=value")
-            try:
-                values[key.strip()] = yaml.safe_load(raw)
-            except yaml.YAMLError as err:
-                raise StageError(f"--set {item!r}: the value is not valid YAML ({err})") from err
-        return cls.from_mapping(values, "--set" if overrides else str(path or "config"))
-
-    def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _coerce(name: str, hint: object, value: object, source: str) -> object:
-    """``value`` as the field's type (int, float, bool, str, tuple[str, ...]); StageError when it is not one."""
-    def bad() -> StageError:
-        return StageError(f"{source}: demo LLM config key '{name}' must be {getattr(hint, '__name__', hint)}, "
-                          f"got {value!r}")
-
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return value
-    if hint is float:
-        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad() from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad()
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad()
-        return value
-    if typing.get_origin(hint) is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise bad()
-        return tuple(value)
-    raise bad()  # pragma: no cover - every field has one of the types above
+        config = cls.from_yaml(path) if path is not None else cls()
+        return config.with_overrides(overrides) if overrides else config
 
 
 # ---------------------------------------------------------------------------------------------- corpus
@@ -302,16 +237,21 @@ def letter_of(task: str, code: str) -> str:
     raise ValueError(f"{code!r} is not a class of task {task!r}")
 
 
-def mcq_prompt(row: Mapping, task: str, variant: str) -> str:
+def mcq_prompt(row: Mapping, task: str, variant: str, code: str | None = None) -> str:
     """The zero-shot question of ``task`` for an ECG, ending in the answer stem (no answer).
 
     ``variant``: ``slot`` (findings in the ECG slot only), ``slot_findings`` (in the slot and in the
-    findings list) or ``text`` (findings list only, no ECG sentence).
+    findings list), ``text`` (findings list only, no ECG sentence) or ``key`` (the slot holds only the
+    phrase of the ECG's class ``code``, :data:`ecglm.prompts.CLASS_PHRASES`: the answer key in words).
     """
     patient = Patient.from_record(row)
     general, leads = row.get("general"), _leads(row)
     if variant == "text":
         return zero_shot_prompt(task, patient, general, leads, ecg=False, findings=True)
+    if variant == "key":
+        if code is None:
+            raise ValueError("the key variant needs the class code")
+        return fill_slot(zero_shot_prompt(task, patient, ecg=True, findings=False), CLASS_PHRASES[code])
     if variant not in ("slot", "slot_findings"):
         raise ValueError(f"unknown question variant {variant!r} (expected one of {MCQ_VARIANTS})")
     prompt = zero_shot_prompt(task, patient, general, leads, ecg=True, findings=variant == "slot_findings")
@@ -319,15 +259,11 @@ def mcq_prompt(row: Mapping, task: str, variant: str) -> str:
 
 
 def ecg_documents(row: Mapping) -> list[Doc]:
-    """The two template documents of one ECG: ``slot_training`` (findings in the slot) and ``training``."""
+    """The template document of one ECG: ``slot_training``, the training template with the findings in the slot."""
     patient = Patient.from_record(row)
     general, leads = row.get("general"), _leads(row)
     plain = training_text(patient, row["report"], general, leads).text
-    ecg_id = int(row["ecg_id"])
-    return [
-        Doc(fill_slot(plain, slot_findings(general, leads)), "slot_training", ecg_id),
-        Doc(plain, "training", ecg_id),
-    ]
+    return [Doc(fill_slot(plain, slot_findings(general, leads)), "slot_training", int(row["ecg_id"]))]
 
 
 def question_documents(row: Mapping, task: str, code: str, variant: str) -> list[Doc]:
@@ -337,7 +273,7 @@ def question_documents(row: Mapping, task: str, code: str, variant: str) -> list
     patient = Patient.from_record(row)
     sentence = fill_slot(likelihood_text(patient, code).text, slot_findings(row.get("general"), _leads(row)))
     return [
-        Doc(mcq_prompt(row, task, variant) + answer_text(letter), f"mcq_{variant}", ecg_id, task, letter),
+        Doc(mcq_prompt(row, task, variant, code) + answer_text(letter), f"mcq_{variant}", ecg_id, task, letter),
         Doc(sentence, "likelihood", ecg_id, task, letter),
     ]
 
@@ -394,7 +330,7 @@ def build_corpus(train: pl.DataFrame, config: DemoLLMConfig) -> list[Doc]:
             k = turn[code] % len(config.mcq_variants)
             turn[code] += 1
             question, sentence = question_documents(rows[i], task, code, config.mcq_variants[k])
-            docs += [question, sentence] if k == 0 else [question]
+            docs += [question, sentence]
     train_ids = set(train["ecg_id"].to_list())
     assert all(d.ecg_id in train_ids for d in docs), "a corpus document comes from outside the training split"
     order = np.random.default_rng(np.random.SeedSequence([config.seed, _STAGE_KEY, 2])).permutation(len(docs))
@@ -710,10 +646,9 @@ def classification_metrics(truth: Sequence[str], predicted: Sequence[str]) -> di
     }
 
 
-def evaluate_questions(model, tokenizer, rows: Sequence[Mapping], task: str, variant: str,
-                       max_per_class: int, seed: int) -> dict:
-    """The model's answers to ``task``'s questions (``variant``) for the rows with exactly one class of it;
-    at most ``max_per_class`` rows per class (0 = all), chosen at random for ``seed``."""
+def question_rows(rows: Sequence[Mapping], task: str, max_per_class: int, seed: int) -> list[int]:
+    """Indices of the rows with exactly one class of ``task``, at most ``max_per_class`` per class (0 = all,
+    a random subset for ``seed``), in row order within each class."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_KEY, 4]))
     by_class: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
@@ -726,9 +661,51 @@ def evaluate_questions(model, tokenizer, rows: Sequence[Mapping], task: str, var
         if max_per_class and len(idx) > max_per_class:
             idx = sorted(rng.choice(idx, size=max_per_class, replace=False).tolist())
         chosen += idx
-    truth = [letter_of(task, task_class(rows[i][TASK_LABEL_COLUMNS[task]], task)) for i in chosen]
-    predicted = answer_letters(model, tokenizer, [mcq_prompt(rows[i], task, variant) for i in chosen])
-    return {"task": task, "variant": variant, **classification_metrics(truth, predicted)}
+    return chosen
+
+
+def phrase_key(row: Mapping, task: str) -> tuple[str, ...]:
+    """The classes of ``task`` whose phrase (:data:`ecglm.prompts.CLASS_PHRASES`) the ECG's slot findings
+    name, as whole words, case-insensitive ("sinus rhythm, sinus arrhythmia" -> ("SR", "SARRH"))."""
+    text = slot_findings(row.get("general"), _leads(row))
+    return tuple(code for _, code, _ in TASKS[task]
+                 if re.search(rf"(?<!\w){re.escape(CLASS_PHRASES[code])}(?!\w)", text, re.IGNORECASE))
+
+
+def lookup_answers(train_rows: Sequence[Mapping], rows: Sequence[Mapping], task: str) -> list[str]:
+    """A reference reader of the findings, no language model: the letter that a lookup table from
+    :func:`phrase_key` to the class, fitted on ``train_rows`` with every class weighted 1 / its count (the
+    balanced corpus's prior), gives each row (ties: the task's order). A key not seen in training gets the
+    answer of the empty key, or the first class (A) when no training row had an empty key."""
+    counts = Counter(task_class(r[TASK_LABEL_COLUMNS[task]], task) for r in train_rows)
+    counts.pop(None, None)
+    table: dict[tuple[str, ...], Counter] = {}
+    for r in train_rows:
+        code = task_class(r[TASK_LABEL_COLUMNS[task]], task)
+        if code is not None:
+            table.setdefault(phrase_key(r, task), Counter())[code] += 1.0 / counts[code]
+    order = [code for _, code, _ in TASKS[task]]
+
+    def best(weights: Counter) -> str:
+        return max(order, key=lambda c: (weights.get(c, 0.0), -order.index(c)))
+
+    fallback = best(table[()]) if () in table else order[0]
+    return [letter_of(task, best(table[k]) if (k := phrase_key(r, task)) in table else fallback) for r in rows]
+
+
+def evaluate_questions(model, tokenizer, rows: Sequence[Mapping], task: str, variant: str,
+                       max_per_class: int, seed: int, train_rows: Sequence[Mapping] | None = None) -> dict:
+    """The model's answers to ``task``'s questions (``variant``) for the rows of :func:`question_rows`, as
+    :func:`classification_metrics`; with ``train_rows`` also those of :func:`lookup_answers` on the same
+    rows (``lookup``), the reference of how far the findings text alone decides the class."""
+    chosen = question_rows(rows, task, max_per_class, seed)
+    picked = [rows[i] for i in chosen]
+    truth = [letter_of(task, task_class(r[TASK_LABEL_COLUMNS[task]], task)) for r in picked]
+    predicted = answer_letters(model, tokenizer, [mcq_prompt(r, task, variant) for r in picked])
+    out = {"task": task, "variant": variant, **classification_metrics(truth, predicted)}
+    if train_rows is not None:
+        out["lookup"] = classification_metrics(truth, lookup_answers(train_rows, picked, task))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -816,9 +793,10 @@ def build_demo_llm(
             losses = pretrain(model, sequences, config, tokenizer.pad_token_id, answers, tmp / "train_log.csv",
                               progress)
             train_seconds = time.perf_counter() - train_started
+            train_rows = list(train.iter_rows(named=True))
             evaluations = {
                 task: evaluate_questions(model, tokenizer, val_rows, task, "slot", config.eval_max_per_class,
-                                         config.seed)
+                                         config.seed, train_rows)
                 for task in TASKS
             }
         check = evaluations[config.check_task]
@@ -830,6 +808,7 @@ def build_demo_llm(
             "check": {
                 "task": config.check_task, "variant": "slot", "split": "val",
                 "balanced_accuracy": check["balanced_accuracy"], "accuracy": check["accuracy"], "n": check["n"],
+                "lookup_balanced_accuracy": check["lookup"]["balanced_accuracy"],
                 "threshold": config.check_min_balanced_accuracy, "passed": passed,
             },
             "evaluation": evaluations,
@@ -846,7 +825,8 @@ def build_demo_llm(
         }
         msg = (f"demo LLM check: {config.check_task} questions of {check['n']} validation ECGs answered from the "
                f"findings in the slot: balanced accuracy {_fmt(check['balanced_accuracy'])} "
-               f"(accuracy {_fmt(check['accuracy'])}; threshold {config.check_min_balanced_accuracy})")
+               f"(accuracy {_fmt(check['accuracy'])}; threshold {config.check_min_balanced_accuracy}; a lookup table of "
+               f"the class phrases in the findings reaches {_fmt(check['lookup']['balanced_accuracy'])})")
         print(msg)
         if not passed:
             if config.check_strict:

@@ -18,6 +18,13 @@ Scoring modes (batched forward passes, eval mode, no gradient, no sampling):
   the five mean log-probabilities. That text holds no lead findings (the training template puts them
   after the report), so ``--prompt full`` and ``ecg-only`` read the same text in this mode (recorded as
   ``text_has_findings: false``).
+- ``generate``: the model writes its own report: greedy decoding (:func:`ecglm.multimodal.generate_greedy`,
+  ``--max-new-tokens``) after :func:`ecglm.prompts.report_prompt` ("... The ECG signal is <ecg>. The ECG
+  report indicates"), the ECG token being the only thing in the text that tells one record from another.
+  The prediction is the task's class whose phrase the report part of the text names first
+  (:func:`generated_report`, :func:`ecglm.prompts.classes_named`); a text that names none of the five is
+  a wrong answer (``"none"`` in the predictions, counted in ``n_unanswered``). Probabilities: one-hot of
+  the prediction (all zero for none). Every generated text is saved with the predictions.
 
 Prompt variants: ``full`` (ECG token + findings, the paper's), ``ecg-only`` (ECG token, no findings),
 ``text-only`` (findings, no ECG token: the LLM alone, no aligned checkpoint needed).
@@ -53,7 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The records.parquet label-list column of each zero-shot task.
-MODES = ("mcq", "likelihood")
+MODES = ("mcq", "likelihood", "generate")
 PROMPTS = ("full", "ecg-only", "text-only")
 CONTROLS = ("none", "shuffled")
 #: Columns of records.parquet the prompts read (all optional except ecg_id and split).
@@ -229,7 +236,9 @@ def softmax_rows(scores: np.ndarray) -> np.ndarray:
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, task: str) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro P/R/F1, macro one-vs-rest AUC, confusion matrix, predicted options.
 
-    ``y_true``, ``y_pred``: int [M] option indices (0 = A); ``probs``: [M, 5] option probabilities.
+    ``y_true``, ``y_pred``: int [M] option indices (0 = A; ``y_pred`` -1 = no answer, always wrong,
+    counted in ``n_unanswered`` and in the confusion matrix's extra last column ``none``, present only
+    then); ``probs``: [M, 5] option probabilities.
     Precision/recall/F1 are scikit-learn's macro averages over all five options (``zero_division=0``).
     Balanced accuracy is scikit-learn's (mean recall over the classes present in ``y_true``; equal to
     the macro recall when all five are present). AUC: per class one-vs-rest (null for a class absent
@@ -248,6 +257,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, probs: np.nda
     y_pred = np.asarray(y_pred, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     labels = list(range(k))
+    if ((y_pred < -1) | (y_pred >= k)).any():
+        raise ValueError(f"predicted option indices must be -1 (none) or 0..{k - 1}")
+    n_unanswered = int((y_pred == -1).sum())
+    y_pred = np.where(y_pred == -1, k, y_pred)  # "none": a label no record has
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average="macro", zero_division=0
     )
@@ -257,7 +270,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, probs: np.nda
     onehot = np.eye(k, dtype=np.float32)[y_true]  # [M, 5]
     auc = auc_report(onehot, probs, classes)
     all_present = all(v is not None for v in auc["per_class_auc"].values())
-    predicted = np.bincount(y_pred, minlength=k)
+    predicted = np.bincount(y_pred, minlength=k + 1)[:k]
+    confusion = confusion_matrix(y_true, y_pred, labels=labels + [k])  # [k+1, k+1]; the last row is empty
+    confusion = confusion[:k] if n_unanswered else confusion[:k, :k]
     n = int(len(y_true))
     return {
         "n": n,
@@ -268,8 +283,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, probs: np.nda
         "f1": float(f1),
         "macro_auc": auc["macro_auc"] if all_present else None,
         "per_class_auc": auc["per_class_auc"],
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        "confusion_order": letters,
+        "confusion_matrix": confusion.tolist(),
+        "confusion_order": letters + (["none"] if n_unanswered else []),
+        "n_unanswered": n_unanswered,
         "predicted_options": {letter: int(c) for letter, c in zip(letters, predicted)},
         "predicted_fraction": {letter: (float(c) / n if n else 0.0) for letter, c in zip(letters, predicted)},
         "max_predicted_fraction": float(predicted.max() / n) if n else 0.0,
@@ -299,7 +315,7 @@ def result_record(
         "predictions": {
             "ecg_id": [int(e) for e in eval_set.ecg_ids],
             "true": [letters[i] for i in eval_set.y],
-            "predicted": [letters[i] for i in np.asarray(y_pred, dtype=np.int64)],
+            "predicted": [letters[i] if i >= 0 else "none" for i in np.asarray(y_pred, dtype=np.int64)],
             "probabilities": np.asarray(probs, dtype=np.float64).tolist(),
         },
     }
@@ -345,6 +361,12 @@ class TextOnlyLM:
     def train(self, mode: bool = True) -> "TextOnlyLM":
         self.llm.eval()  # the LLM stays frozen in eval mode
         return self
+
+    def embed(self, input_ids, signals=None, lead_mask=None):
+        """``input_ids [B, L]`` -> the LLM's token embeddings ``[B, L, H]`` (no ECG to splice)."""
+        if signals is not None:
+            raise ValueError("the text-only model takes no ECG signals")
+        return self.llm.get_input_embeddings()(input_ids.to(self.device))
 
     def __call__(self, input_ids, attention_mask=None, signals=None, lead_mask=None):
         from ecglm.multimodal import ECGLMOutput
@@ -455,6 +477,64 @@ def zero_shot_scores(
     return out
 
 
+def generated_report(text: str) -> str:
+    """The part of a `generate` continuation that is the report and the general findings: everything
+    before the first lead description (", lead I: ..." in the training template), where "normal" means
+    only "no finding in this lead"."""
+    return text.split(", lead ", 1)[0]
+
+
+def predictions_from_generations(texts: Sequence[str], task: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_pred [M] int64, probabilities [M, 5])`` of generated texts: the class named first in
+    :func:`generated_report` (-1 and an all-zero row when none is named), its probability 1."""
+    from ecglm.prompts import classes_named
+
+    classes = task_classes(task)
+    y_pred = np.full(len(texts), -1, dtype=np.int64)
+    for i, text in enumerate(texts):
+        named = classes_named(generated_report(text), task)
+        if named:
+            y_pred[i] = classes.index(named[0])
+    probs = np.zeros((len(texts), len(classes)), dtype=np.float64)
+    answered = y_pred >= 0
+    probs[answered, y_pred[answered]] = 1.0
+    return y_pred, probs
+
+
+def zero_shot_generations(
+    model,
+    tokenizer,
+    eval_set: EvalSet,
+    *,
+    prompt: str,
+    signals: np.ndarray | None,
+    signal_rows: np.ndarray | None,
+    batch_size: int = 8,
+    max_length: int = 2048,
+    max_new_tokens: int = 48,
+    progress: bool = True,
+) -> list[str]:
+    """The greedy report the model writes for every ECG of ``eval_set`` (``[M]`` strings): after
+    :func:`ecglm.prompts.report_prompt`, with the ECG of ``signal_rows`` (no ECG for ``text-only``)."""
+    from tqdm import tqdm
+
+    from ecglm.multimodal import generate_greedy
+    from ecglm.prompts import Patient, report_prompt
+
+    use_ecg = prompt != "text-only"
+    if use_ecg and (signals is None or signal_rows is None):
+        raise StageError(f"--prompt {prompt} needs ECG signals")
+    texts: list[str] = []
+    starts = range(0, len(eval_set), CHUNK)
+    for start in tqdm(starts, desc=f"{eval_set.task} generate {prompt}", unit="chunk", disable=not progress, file=sys.stderr):
+        sl = slice(start, min(len(eval_set), start + CHUNK))
+        sig = _read_signals(signals, signal_rows[sl]) if use_ecg else None  # [b, 12, T]
+        prompts = [report_prompt(Patient.from_record(p), ecg=use_ecg) for p in eval_set.patients[sl]]
+        texts += generate_greedy(model, tokenizer, prompts, sig, max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size, max_length=max_length)  # fmt: skip
+    return texts
+
+
 def predictions_from_scores(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(y_pred [M] int64 = argmax, probabilities [M, 5] = softmax)`` of option scores ``[M, 5]``.
 
@@ -539,6 +619,7 @@ def evaluate_zero_shot(
     seed: int = DEFAULT_SEED,
     batch_size: int = 8,
     max_length: int = 2048,
+    max_new_tokens: int = 48,
     device: str = "auto",
     dtype: str = "auto",
     out: str | os.PathLike | None = None,
@@ -557,6 +638,8 @@ def evaluate_zero_shot(
             raise StageError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
     if batch_size < 1:
         raise StageError(f"--batch-size must be >= 1, got {batch_size}")
+    if max_new_tokens < 1:
+        raise StageError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     if prompt == "text-only" and control == "shuffled":
         raise StageError("--control shuffled needs an ECG in the prompt; --prompt text-only has none")
     records = Path(records)
@@ -581,26 +664,38 @@ def evaluate_zero_shot(
         if findings is None:
             raise StageError(f"--prompt {prompt} needs --findings")
         finding_rows = load_findings(findings, eval_set.ecg_ids)
-    if mode == "likelihood" and prompt == "full":
-        log.warning("--mode likelihood reads no lead findings (the template puts them after the report): "
-                    "--prompt full scores the same text as ecg-only")  # fmt: skip
+    if mode != "mcq" and prompt == "full":
+        log.warning("--mode %s reads no lead findings (the template puts them after the report): "
+                    "--prompt full scores the same text as ecg-only", mode)  # fmt: skip
 
     model, tokenizer, identity = model_bundle if model_bundle is not None else load_model(
         Path(align) if align is not None else None, llm, prompt, device=device, dtype=dtype
     )
-    scores = zero_shot_scores(
-        model, tokenizer, eval_set, mode=mode, prompt=prompt, signals=store, signal_rows=rows,
-        findings=finding_rows, batch_size=batch_size, max_length=max_length, progress=progress,
-    )  # fmt: skip
-    y_pred, probs = predictions_from_scores(scores)
+    generations = None
+    if mode == "generate":
+        generations = zero_shot_generations(
+            model, tokenizer, eval_set, prompt=prompt, signals=store, signal_rows=rows, batch_size=batch_size,
+            max_length=max_length, max_new_tokens=max_new_tokens, progress=progress,
+        )  # fmt: skip
+        y_pred, probs = predictions_from_generations(generations, task)
+        scores = None
+    else:
+        scores = zero_shot_scores(
+            model, tokenizer, eval_set, mode=mode, prompt=prompt, signals=store, signal_rows=rows,
+            findings=finding_rows, batch_size=batch_size, max_length=max_length, progress=progress,
+        )  # fmt: skip
+        y_pred, probs = predictions_from_scores(scores)
     setting = {
         "kind": "zero-shot",
         "mode": mode,
         "prompt": prompt,
         "control": control,
         "seed": seed,
-        "scoring": "next-token log-probability of the option letter" if mode == "mcq"
-        else "mean per-token log-probability of the class phrase",
+        "scoring": {
+            "mcq": "next-token log-probability of the option letter",
+            "likelihood": "mean per-token log-probability of the class phrase",
+            "generate": f"the class named first in a greedy report of at most {max_new_tokens} tokens",
+        }[mode],
         "text_has_ecg": use_ecg,
         "text_has_findings": findings_in_text,
         "model": identity,
@@ -608,6 +703,8 @@ def evaluate_zero_shot(
                    "findings": None if findings is None else str(findings)},
     }  # fmt: skip
     doc = result_record(eval_set, y_pred, probs, setting, scores)
+    if generations is not None:
+        doc["predictions"]["generated"] = generations
     write_result(doc, out)
     log.info("%s %s (%s, control %s): accuracy %.3f, macro F1 %.3f, predicted %s",
              task, mode, prompt, control, doc["accuracy"], doc["f1"], doc["predicted_options"])  # fmt: skip
@@ -635,13 +732,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "without task training and without sampling. --mode mcq: the paper's Table 1 prompt, the option "
             "letter with the highest next-token log-probability. --mode likelihood: the class whose phrase in "
             "'... The ECG signal is <ecg>. The ECG report indicates {class}.' has the highest mean per-token "
-            "log-probability. Writes accuracy, balanced accuracy, macro precision/recall/F1, macro AUC, the "
+            "log-probability. --mode generate: the model writes its report after '... The ECG signal is <ecg>. The "
+            "ECG report indicates' (greedy decoding) and the class it names first is its answer (none named: "
+            "wrong). Writes accuracy, balanced accuracy, macro precision/recall/F1, macro AUC, the "
             "confusion matrix and the distribution of predicted options as JSON."
         ),
     )
     _common_inputs(p)
     p.add_argument("--findings", type=Path, help="findings.parquet written by `ecglm describe` (needed by --prompt full and text-only in mcq mode)")
-    p.add_argument("--mode", required=True, choices=MODES, help="mcq: option letter after 'Answer:'; likelihood: class phrase after the ECG")
+    p.add_argument("--mode", required=True, choices=MODES,
+                   help="mcq: option letter after 'Answer:'; likelihood: class phrase after the ECG; generate: the class "
+                        "named in the model's own greedy report")  # fmt: skip
     p.add_argument("--align", type=Path, help="aligned ECG-LM folder written by `ecglm align` (needed unless --prompt text-only)")
     p.add_argument("--llm", help="the LLM folder or Hub id (default: the base LLM recorded in --align)")
     p.add_argument("--prompt", choices=PROMPTS, default="full",
@@ -650,6 +751,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="shuffled: every record gets another record's ECG (a derangement fixed by --seed); none: its own")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=8, help="texts per forward pass (default 8)")
     p.add_argument("--max-length", type=int, default=2048, help="longest tokenised text (default 2048)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="--mode generate: most tokens generated per ECG (default 48)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the shuffled control's permutation (default {DEFAULT_SEED})")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
@@ -681,7 +783,8 @@ def run(args: argparse.Namespace) -> int:
     evaluate_zero_shot(
         args.records, args.signals, args.findings, args.task, args.mode,
         align=args.align, llm=args.llm, prompt=args.prompt, control=args.control, seed=args.seed,
-        batch_size=args.batch_size, max_length=args.max_length, device=args.device, dtype=args.dtype,
+        batch_size=args.batch_size, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+        device=args.device, dtype=args.dtype,
         out=args.out, progress=not args.no_progress,
     )  # fmt: skip
     return 0

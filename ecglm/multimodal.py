@@ -19,7 +19,8 @@ hidden size, ``V`` rows of the LLM's input embedding matrix, ``K`` = ``num_ecg_t
 
 Scoring for the zero-shot evaluation (no sampling, batched forward passes): :func:`sequence_logprob`
 (log-probability of the target spans of texts), :func:`continuation_logprob` (of continuations after a
-prompt), :func:`score_next_token` (of single next tokens, one forward pass per prompt).
+prompt), :func:`score_next_token` (of single next tokens, one forward pass per prompt); and
+:func:`generate_greedy` (the model's own words after a prompt: greedy decoding, left-padded batches).
 """
 
 from __future__ import annotations
@@ -642,3 +643,50 @@ def score_next_token(
             index = torch.tensor(cand_ids, dtype=torch.long, device=logp.device)  # [b, C]
             scores[sl] = logp.gather(-1, index).double().cpu()
     return scores
+
+
+def generate_greedy(
+    model: ECGLM,
+    tokenizer,
+    prompts: Sequence[str],
+    signals: torch.Tensor | None = None,
+    lead_mask: torch.Tensor | None = None,
+    *,
+    max_new_tokens: int = 48,
+    batch_size: int = 8,
+    max_length: int = 2048,
+) -> list[str]:
+    """The greedy continuation of each prompt (decoded, special tokens dropped): ``[N]`` strings.
+
+    ``model``: an :class:`ECGLM` (prompts with ``<ecg>``, ``signals [N, 12, T]``) or any object with
+    ``llm`` and ``embed(input_ids, signals, lead_mask)`` such as the evaluation's text-only wrapper.
+    Batches are LEFT-padded so every row continues from its last prompt token; the LLM's own
+    ``generate`` runs on the spliced embeddings (KV cache, ``do_sample=False``), stopping a row at the
+    tokenizer's end-of-sequence token. A row's result does not depend on the batch it is in.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if pad_id is None:
+        pad_id = eos_id
+    texts: list[str] = []
+    with _EvalMode(model):
+        for sl in _batches(len(prompts), batch_size):
+            samples = [
+                encode_sample(tokenizer, p, [], max_length, num_ecg_tokens=model.num_ecg_tokens)["input_ids"]
+                for p in prompts[sl]
+            ]
+            length = max(len(ids) for ids in samples)
+            input_ids = torch.full((len(samples), length), pad_id, dtype=torch.long)  # [b, L] left-padded
+            attention_mask = torch.zeros((len(samples), length), dtype=torch.long)  # [b, L]
+            for i, ids in enumerate(samples):
+                input_ids[i, length - len(ids):] = ids
+                attention_mask[i, length - len(ids):] = 1
+            sig, mask = _slice_signals(signals, lead_mask, sl)
+            embeds = model.embed(input_ids, sig, mask)  # [b, L, H]
+            new = model.llm.generate(
+                inputs_embeds=embeds, attention_mask=attention_mask.to(embeds.device), max_new_tokens=max_new_tokens,
+                do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=eos_id,
+            )  # [b, <= max_new_tokens]: only the new tokens (the prompt was given as embeddings)
+            texts += tokenizer.batch_decode(new.cpu(), skip_special_tokens=True)
+    return texts

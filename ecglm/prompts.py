@@ -47,6 +47,8 @@ ECG_TOKEN = "<ecg>"
 NO_GENERAL_FINDING = "no abnormality"
 #: The description of a lead without a finding.
 NO_LEAD_FINDING = "normal"
+#: The words before the report in the training template (and the end of the `generate` prompt).
+REPORT_STEM = "The ECG report indicates"
 #: The sentence that holds the ECG token.
 ECG_SENTENCE = f"The ECG signal is {ECG_TOKEN}."
 #: The answer stem of the zero-shot prompts; the next token is the option letter (see :func:`answer_text`).
@@ -265,7 +267,7 @@ def training_text(
     if not report_text:
         raise ValueError("the report is empty")
     b = _Builder()
-    b.add(f"{patient_sentence(patient)} {ECG_SENTENCE} The ECG report indicates ")
+    b.add(report_prompt(patient) + " ")
     b.add(report_text, SPAN_REPORT)
     b.add(f". The anomalies in general: {general_description(general)}")
     for lead in _kept_leads(lead_mask):
@@ -325,6 +327,31 @@ def answer_text(letter: str) -> str:
     return f" {letter}"
 
 
+def report_prompt(patient: Patient, *, ecg: bool = True) -> str:
+    """The training template up to the report, the prompt of `generate` scoring (no trailing space).
+
+    "This person is ... The ECG signal is <ecg>. The ECG report indicates" (``ecg=False``: without the
+    ECG sentence). The model's greedy continuation is its report of the ECG.
+    """
+    return f"{patient_sentence(patient)} {ECG_SENTENCE + ' ' if ecg else ''}{REPORT_STEM}"
+
+
+def classes_named(text: str, task: str) -> list[str]:
+    """The class codes of ``task`` whose :data:`CLASS_PHRASES` ``text`` names, in order of first mention.
+
+    Whole words, case-insensitive ("Sinus tachycardia, abnormal QRS" -> rhythm ["STACH"]; "abnormal"
+    does not name "normal"). An unknown task raises ValueError.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown zero-shot task {task!r} (expected one of {sorted(TASKS)})")
+    found = []
+    for _, code, _ in TASKS[task]:
+        match = re.search(rf"(?<![\w-]){re.escape(CLASS_PHRASES[code])}(?![\w-])", text, re.IGNORECASE)
+        if match:
+            found.append((match.start(), code))
+    return [code for _, code in sorted(found)]
+
+
 def likelihood_text(patient: Patient, code: str, *, ecg: bool = True) -> PromptText:
     """The `likelihood` scoring text of class ``code``: the training template up to the report sentence.
 
@@ -335,7 +362,7 @@ def likelihood_text(patient: Patient, code: str, *, ecg: bool = True) -> PromptT
     if code not in CLASS_PHRASES:
         raise ValueError(f"unknown class code {code!r} (expected one of {sorted(CLASS_PHRASES)})")
     b = _Builder()
-    b.add(f"{patient_sentence(patient)} {ECG_SENTENCE + ' ' if ecg else ''}The ECG report indicates ")
+    b.add(report_prompt(patient, ecg=ecg) + " ")
     b.add(CLASS_PHRASES[code], SPAN_REPORT)
     b.add(".")
     return b.build()

@@ -2,7 +2,7 @@
 
 
 wildcard_constraints:
-    mode="mcq|likelihood",
+    mode="mcq|likelihood|generate",
     kind="majority|supervised",
 
 
@@ -14,6 +14,7 @@ rule evaluate_zero_shot:
     params:
         options=zero_shot_args,
         batch_size=EVALUATE["batch_size"],
+        max_new_tokens=EVALUATE["max_new_tokens"],
         seed=config["seed"],
     log:
         f"{LOGS}/evaluate_zero_shot/{{variant}}-{{task}}-{{mode}}.log",
@@ -23,13 +24,14 @@ rule evaluate_zero_shot:
     conda:
         ENV
     resources:
-        mem_mb=cpu_mem_mb(2),
+        mem_mb=llm_mem_mb(2),
         runtime=RESOURCES["runtime_min"],
-        gpu=RESOURCES["gpus"],
+        gpu=ONE_GPU,
     shell:
         "ecglm evaluate --records {input.records:q} --signals {input.signals:q} --findings {input.findings:q}"
         " --task {wildcards.task} --mode {wildcards.mode} {params.options} --batch-size {params.batch_size}"
-        " --seed {params.seed} --out {output.result:q} --no-progress > {log:q} 2>&1"
+        " --max-new-tokens {params.max_new_tokens} --seed {params.seed} --out {output.result:q} --no-progress"
+        " > {log:q} 2>&1"
 
 
 rule evaluate_baseline:

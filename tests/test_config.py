@@ -119,3 +119,27 @@ def test_dry_run_of_the_real_config_downloads(repo_root):
     out = proc.stdout + proc.stderr
     assert "download_ptbxl" in out and "download_ptbxl_plus" in out
     assert "make_demo_data" not in out
+
+
+@pytest.mark.parametrize(
+    "section, module, cls",
+    [("encoder", "ecglm.train_encoder", "EncoderConfig"), ("demo_llm", "ecglm.demo_llm", "DemoLLMConfig"),
+     ("align", "ecglm.align", "AlignConfig")],
+)
+def test_schema_defaults_are_the_stage_defaults(section, module, cls):
+    """The rules pass a whole section as --set, so the schema's defaults ARE the pipeline's: they must be
+    the stage's own dataclass defaults, and every key of the section must be a field of the dataclass."""
+    import dataclasses
+    import importlib
+
+    config_cls = getattr(importlib.import_module(module), cls)
+    defaults = {f.name: getattr(config_cls(), f.name) for f in dataclasses.fields(config_cls)}
+    properties = load_schema()["properties"][section]["properties"]
+    unknown = sorted(set(properties) - set(defaults))
+    assert not unknown, f"schema keys of {section} that {cls} does not have: {unknown}"
+    differ = {
+        key: (spec["default"], defaults[key])
+        for key, spec in properties.items()
+        if (list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]) != spec["default"]
+    }
+    assert not differ, f"{section}: schema default != {cls} default (schema, dataclass): {differ}"

@@ -22,14 +22,16 @@ from ecglm.demo_llm import (
     fill_slot,
     letter_token_ids,
     load_training_inputs,
+    lookup_answers,
     mcq_prompt,
+    phrase_key,
     slot_findings,
     task_class,
     train_tokenizer,
 )
 from ecglm.errors import StageError
 from ecglm.leads import LEADS
-from ecglm.prompts import ANSWER_STEM, ECG_SENTENCE, ECG_TOKEN, TASKS, answer_text
+from ecglm.prompts import ANSWER_STEM, CLASS_PHRASES, ECG_SENTENCE, ECG_TOKEN, TASKS, Patient, answer_text, training_text
 
 # rhythm class -> the general finding a describe run would write for it
 RHYTHM_WORDS = {"SR": "sinus rhythm", "STACH": "sinus tachycardia", "SBRAD": "sinus bradycardia",
@@ -130,21 +132,26 @@ def test_corpus_holds_training_ecgs_only(joined, corpus):
 def test_corpus_writes_findings_in_the_slot(joined, corpus):
     train = joined.filter(pl.col("split") == "train")
     by_kind = Counter(d.kind for d in corpus)
-    assert by_kind["slot_training"] == by_kind["training"] == train.height
+    assert by_kind["slot_training"] == train.height and "training" not in by_kind  # no literal <ecg> slot
+    questions = sum(c for k, c in by_kind.items() if k.startswith("mcq_"))
+    assert by_kind["likelihood"] == questions  # one likelihood sentence per question item
     for row in train.iter_rows(named=True):
         leads = {lead: row[f"lead_{lead}"] for lead in LEADS}
         slot = f"The ECG signal is {slot_findings(row['general'], leads)}."
         docs = [d for d in corpus if d.ecg_id == row["ecg_id"]]
         slot_doc = next(d for d in docs if d.kind == "slot_training")
-        plain = next(d for d in docs if d.kind == "training")
+        plain = training_text(Patient.from_record(row), row["report"], row["general"], leads).text
         assert slot in slot_doc.text and ECG_TOKEN not in slot_doc.text
-        assert ECG_SENTENCE in plain.text and slot_doc.text == plain.text.replace(ECG_SENTENCE, slot)
+        assert ECG_SENTENCE in plain and slot_doc.text == plain.replace(ECG_SENTENCE, slot)
         assert slot_doc.text.index(slot) < slot_doc.text.index("The ECG report indicates")
         for d in docs:
             if d.kind in ("mcq_slot", "mcq_slot_findings", "likelihood"):
                 assert slot in d.text and ECG_TOKEN not in d.text
             if d.kind == "mcq_text":
                 assert "The ECG signal is" not in d.text and "Abnormalities detected in general" in d.text
+            if d.kind == "mcq_key":  # the slot holds only the class phrase of the answer
+                code = next(c for x, c, _ in TASKS[d.task] if x == d.answer)
+                assert f"The ECG signal is {CLASS_PHRASES[code]}.\n" in d.text and "Abnormalities" not in d.text
 
 
 def test_questions_carry_the_right_answer(joined, corpus):
@@ -158,7 +165,7 @@ def test_questions_carry_the_right_answer(joined, corpus):
         assert code is not None, "a question for an ECG without exactly one class of the task"
         letter = next(x for x, c, _ in TASKS[d.task] if c == code)
         assert d.answer == letter and d.text.endswith(f"{ANSWER_STEM}{answer_text(letter)}")
-        assert d.text == mcq_prompt(row, d.task, d.kind[4:]) + f" {letter}"
+        assert d.text == mcq_prompt(row, d.task, d.kind[4:], code) + f" {letter}"
         seen_tasks.add(d.task)
     assert seen_tasks == {"diagnostic", "rhythm", "form"}
     # ECGs with two rhythm classes (every fifth) never get a rhythm question
@@ -167,7 +174,7 @@ def test_questions_carry_the_right_answer(joined, corpus):
     # a hand-made record: sinus tachycardia -> B, myocardial infarction -> B
     stach = next(i for i, r in rows.items() if r["rhythm"] == ["STACH"] and r["split"] == "train")
     assert {d.answer for d in questions if d.ecg_id == stach and d.task == "rhythm"} == {"B"}
-    # the likelihood sentences (one per question item of the first variant) name the record's class
+    # the likelihood sentences (one per question item) name the record's class
     stach_ids = {i for i, r in rows.items() if r["rhythm"] == ["STACH"] and r["split"] == "train"}
     likelihood = [d for d in corpus if d.kind == "likelihood" and d.ecg_id in stach_ids and d.task == "rhythm"]
     assert likelihood and all(d.text.endswith("The ECG report indicates sinus tachycardia.") for d in likelihood)
@@ -196,6 +203,25 @@ def test_balanced_items_resamples_per_class():
     assert all(classes[i] == c for i, c in items)
     assert Counter(c for _, c in balanced_items(classes, 4, np.random.default_rng(0))) == {"SR": 4, "AFIB": 4,
                                                                                           "STACH": 4}
+
+
+def test_lookup_reference_reads_class_phrases_with_the_balanced_prior():
+    def row(rhythm, general):
+        return {"rhythm": [rhythm], "general": general, **{f"lead_{lead}": None for lead in LEADS}}
+
+    assert phrase_key(row("SR", "sinus rhythm, sinus arrhythmia, left axis deviation"), "rhythm") == ("SR", "SARRH")
+    assert phrase_key(row("SR", "Sinus Tachycardia"), "rhythm") == ("STACH",)
+    assert phrase_key(row("NORM", "no abnormality"), "diagnostic") == ()  # "abnormality" is not "normal"
+    both = "sinus rhythm, sinus arrhythmia"
+    # SR: 20 rows, 4 of them also name sinus arrhythmia (20 %); SARRH: 5 rows, 3 name both (60 %)
+    train = ([row("SR", "sinus rhythm")] * 16 + [row("SR", both)] * 4 + [row("SARRH", both)] * 3
+             + [row("SARRH", "sinus rhythm")] * 2 + [row("AFIB", "atrial fibrillation")] * 2)
+    probe = [row("SR", both), row("SR", "sinus rhythm"), row("AFIB", "atrial fibrillation"), row("SR", "odd")]
+    # both -> SARRH (0.6 > 0.2 of its class), plain -> SR (0.8 > 0.4); a key unseen in training ("odd" names
+    # no class) -> A, as no training row had an empty key ...
+    assert lookup_answers(train, probe, "rhythm") == ["E", "A", "D", "A"]
+    # ... and the empty key's answer once one has
+    assert lookup_answers(train + [row("AFIB", "odd")], probe, "rhythm")[-1] == "D"
 
 
 def test_corpus_is_deterministic_for_a_seed(joined):
@@ -236,20 +262,24 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
     path.write_text("hidden_size: 64\nnum_heads: 2\nmcq_variants: [slot, text]\n")
     cfg = DemoLLMConfig.load(path, ["epochs=1", "check_strict=true", "learning_rate=1e-3"])
     assert (cfg.hidden_size, cfg.num_heads, cfg.mcq_variants, cfg.epochs, cfg.check_strict, cfg.learning_rate) == \
-        (64, 2, ("slot", "text"), 1.0, True, 1e-3)
-    assert DemoLLMConfig.from_mapping(cfg.to_dict()) == cfg
+        (64, 2, ["slot", "text"], 1.0, True, 1e-3)
+    assert DemoLLMConfig.from_dict(cfg.to_dict()) == cfg
     path.write_text("hidden_sise: 64\n")
-    with pytest.raises(StageError, match="unknown demo LLM config key.*hidden_sise"):
+    with pytest.raises(StageError, match="unknown key.*hidden_sise"):
         DemoLLMConfig.load(path)
-    with pytest.raises(StageError, match="'hidden_size' must be int"):
+    with pytest.raises(StageError, match="unknown key.*hidden_sise"):
+        DemoLLMConfig.load(None, ["hidden_sise=64"])
+    with pytest.raises(StageError, match="hidden_size: expected an integer"):
         DemoLLMConfig.load(None, ["hidden_size=big"])
-    with pytest.raises(StageError, match="'check_strict' must be bool"):
+    with pytest.raises(StageError, match="check_strict: expected true or false"):
         DemoLLMConfig.load(None, ["check_strict=1"])
     with pytest.raises(StageError, match="multiple of num_heads"):
         DemoLLMConfig.load(None, ["hidden_size=30", "num_heads=4"])
     with pytest.raises(StageError, match="mcq_variants"):
         DemoLLMConfig.load(None, ["mcq_variants=[slot, ecg]"])
-    with pytest.raises(StageError, match="expected key=value"):
+    with pytest.raises(StageError, match="check_task"):
+        DemoLLMConfig.load(None, ["check_task=rhythms"])
+    with pytest.raises(StageError, match="KEY=VALUE"):
         DemoLLMConfig.load(None, ["epochs"])
 
 
@@ -278,6 +308,8 @@ def test_training_lowers_the_loss_and_logs_each_step(built):
     check = saved["check"]
     assert check["task"] == "rhythm" and check["variant"] == "slot" and check["n"] > 0
     assert 0.0 <= check["balanced_accuracy"] <= 1.0 and check["passed"] == (check["balanced_accuracy"] >= 0.9)
+    # the hand-made findings name each ECG's rhythm, so a lookup of the phrases reads every one right
+    assert check["lookup_balanced_accuracy"] == 1.0
     assert set(saved["evaluation"]) == set(TASKS)
     assert sum(saved["corpus"]["letters_overall"].values()) > 0
     assert (root / "a" / "skipped.csv").read_text().strip() == "ecg_id,reason"

@@ -32,15 +32,17 @@ from ecglm.evaluate import (
     TextOnlyLM,
     classification_metrics,
     evaluate_zero_shot,
+    generated_report,
     load_eval_set,
+    predictions_from_generations,
     shuffle_permutation,
     single_class_index,
     task_letters,
 )
 from ecglm.leads import LEADS
 from ecglm.llm import load_llm
-from ecglm.multimodal import ECGLM
-from ecglm.prompts import ECG_TOKEN, Patient, answer_text, likelihood_text, zero_shot_prompt
+from ecglm.multimodal import ECGLM, generate_greedy
+from ecglm.prompts import ECG_TOKEN, Patient, answer_text, likelihood_text, report_prompt, zero_shot_prompt
 
 T = 64
 
@@ -301,6 +303,65 @@ def test_ecg_prompt_scores_match_a_manual_forward_with_the_ecg_spliced_in(store,
         logp = torch.log_softmax(model(inputs_embeds=embeds).logits[0, -1].double(), dim=-1)
     expected = [float(logp[tokenizer(prompt + answer_text(letter))["input_ids"][-1]]) for letter in "ABCDE"]
     np.testing.assert_allclose(doc["predictions"]["scores"][i], expected, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ generate
+
+
+def test_generated_reports_answer_with_the_class_they_name_first():
+    texts = [
+        " sinus tachycardia, abnormal QRS. The anomalies in general: sinus tachycardia, lead I: normal",
+        " Atrial fibrillation with sinus rhythm mentioned later.",
+        " abnormal QRS. The anomalies in general: no abnormality, lead I: normal, lead II: sinus bradycardia",
+        "",
+        " sinus arrhythmia",
+    ]
+    y_pred, probs = predictions_from_generations(texts, "rhythm")
+    assert y_pred.tolist() == [1, 3, -1, -1, 4]  # B, D, none (a lead description does not count), none, E
+    np.testing.assert_array_equal(probs.sum(axis=1), [1, 1, 0, 0, 1])
+    assert probs[0, 1] == 1.0 and probs[4, 4] == 1.0
+    assert generated_report(texts[2]) == " abnormal QRS. The anomalies in general: no abnormality"
+    # "abnormal" does not name "normal", the lead descriptions' "normal" is cut off
+    assert predictions_from_generations([texts[2], " normal ECG, lead I: normal"], "diagnostic")[0].tolist() == [-1, 0]
+
+
+def test_an_unanswered_record_is_wrong_and_counted():
+    y_true = np.array([0, 1, 2, 3, 4, 0])
+    y_pred = np.array([0, 1, -1, 3, -1, 0])
+    probs = np.eye(5)[np.clip(y_pred, 0, None)] * (y_pred >= 0)[:, None]
+    m = classification_metrics(y_true, y_pred, probs, "rhythm")
+    assert m["n_unanswered"] == 2
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((1 + 1 + 0 + 1 + 0) / 5)
+    assert m["confusion_order"] == ["A", "B", "C", "D", "E", "none"]
+    assert np.array(m["confusion_matrix"]).shape == (5, 6) and m["confusion_matrix"][2][5] == 1
+    assert sum(m["predicted_options"].values()) == 4
+    answered = classification_metrics(y_true, np.array([0, 1, 2, 3, 4, 0]), np.eye(5)[[0, 1, 2, 3, 4, 0]], "rhythm")
+    assert answered["n_unanswered"] == 0 and answered["confusion_order"] == list("ABCDE")
+    with pytest.raises(ValueError, match="-1"):
+        classification_metrics(y_true, np.array([0, 1, 2, 3, 5, 0]), probs, "rhythm")
+
+
+def test_generate_mode_parses_the_greedy_report_of_each_records_ecg(store, llm, align_dir):
+    model, tokenizer = llm
+    ecglm = ECGLM.load(align_dir, model, tokenizer=tokenizer)
+    doc = evaluate_zero_shot(
+        store["records"], store["signals"], None, "rhythm", "generate", prompt="ecg-only", max_new_tokens=5,
+        model_bundle=(ecglm, tokenizer, {"llm": "tiny"}), progress=False, batch_size=3,
+    )  # fmt: skip
+    es = load_eval_set(store["records"], "rhythm")
+    records = pl.read_parquet(store["records"]).to_dicts()
+    sig = torch.from_numpy(np.load(store["signals"])[es.rows].astype(np.float32))
+    prompts = [report_prompt(Patient.from_record(records[int(r)])) for r in es.rows]
+    expected = generate_greedy(ecglm, tokenizer, prompts, sig, max_new_tokens=5)
+    assert doc["predictions"]["generated"] == expected
+    y_pred, _ = predictions_from_generations(expected, "rhythm")
+    assert doc["predictions"]["predicted"] == ["ABCDE"[i] if i >= 0 else "none" for i in y_pred]
+    assert doc["n_unanswered"] == int((y_pred < 0).sum())
+    assert doc["mode"] == "generate" and "greedy" in doc["scoring"] and doc["text_has_findings"] is False
+    with pytest.raises(StageError, match="max-new-tokens"):
+        evaluate_zero_shot(store["records"], store["signals"], None, "rhythm", "generate", prompt="ecg-only",
+                           max_new_tokens=0, model_bundle=(ecglm, tokenizer, {}), progress=False)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ shuffled control

@@ -20,6 +20,7 @@ from ecglm.multimodal import (
     ECGLM,
     VocabProjector,
     continuation_logprob,
+    generate_greedy,
     next_token_ids,
     score_next_token,
     sequence_logprob,
@@ -542,3 +543,40 @@ def test_text_only_scoring_needs_no_signal(llm):
     logprob, counts = sequence_logprob(model, tokenizer, [(text, [span])])
     manual = manual_continuation_logprob(model, tokenizer, text[:start], text[start:end], None)
     assert counts.item() >= 2 and logprob.item() == pytest.approx(manual, rel=1e-5, abs=1e-4)
+
+
+def _manual_greedy(model, tokenizer, prompt: str, sig: torch.Tensor, steps: int) -> list[int]:
+    """Greedy decoding the slow way: one full forward pass (no cache, no padding) per new token."""
+    ids = encode_sample(tokenizer, prompt, [], 256)["input_ids"].unsqueeze(0)  # [1, L]
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            embeds = model.embed(ids, sig)  # [1, L, H]
+            logits = model.llm(inputs_embeds=embeds, use_cache=False).logits  # [1, L, V]
+            token = int(logits[0, -1].argmax())
+            if token == tokenizer.eos_token_id:
+                break
+            new.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return new
+
+
+def test_generate_greedy_matches_a_slow_greedy_loop_whatever_the_batch(llm):
+    model = make_model(llm, projector="vocab", seed=7).eval()
+    _, tokenizer = llm
+    prompts = [
+        "This person is a 63-year-old male. The ECG signal is <ecg>. The ECG report indicates",
+        "The ECG signal is <ecg>. The ECG report indicates",  # shorter: left padding in a batch
+        "This person is a female of unknown age with a height of 160 cm. The ECG signal is <ecg>. The ECG report",
+    ]
+    sig = signals(3, seed=11)
+    steps = 6
+    batched = generate_greedy(model, tokenizer, prompts, sig, max_new_tokens=steps, batch_size=3)
+    single = [generate_greedy(model, tokenizer, [p], sig[i:i + 1], max_new_tokens=steps)[0] for i, p in enumerate(prompts)]
+    assert batched == single
+    for i, prompt in enumerate(prompts):
+        expected = tokenizer.decode(_manual_greedy(model, tokenizer, prompt, sig[i:i + 1], steps), skip_special_tokens=True)
+        assert batched[i] == expected
+    assert all(batched)  # every row generated words
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_greedy(model, tokenizer, prompts, sig, max_new_tokens=0)
