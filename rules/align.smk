@@ -59,9 +59,9 @@ rule align_model:
     conda:
         ENV
     resources:
-        mem_mb=cpu_mem_mb(2),
+        mem_mb=llm_mem_mb(2, processes=max(1, RESOURCES["gpus"])),
         runtime=RESOURCES["runtime_min"],
         gpu=RESOURCES["gpus"],
     shell:
-        "ecglm align --pairs {input.pairs:q} --signals {input.signals:q} --out {params.out:q}"
+        align_launcher() + " align --pairs {input.pairs:q} --signals-npy {input.signals:q} --out {params.out:q}"
         " --resume-dir {params.resume:q} --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"

@@ -58,6 +58,35 @@ def cpu_mem_mb(factor=1.0):
     return lambda wildcards, attempt: int(RESOURCES["mem_mb"] * factor * 2 ** (attempt - 1))
 
 
+def llm_weights_mb():
+    """Size (MB) of the base LLM's safetensors weights on disk; 0 while they are not there yet."""
+    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(LLM_DIR, "*.safetensors"))) / 1e6
+
+
+def llm_mem_mb(factor=1.0, processes=1):
+    """Memory of a job that loads the LLM: cpu_mem_mb(factor)'s plus twice the LLM's weights per process
+    (each loads the whole LLM into host memory before moving it to its GPU; in float32 on a CPU),
+    doubled on each retry. Snakemake evaluates it again when the job is scheduled, after fetch-llm or
+    build-demo-llm wrote the weights (a 7B model in 16 bits: ~13.5 GB on disk, so ~27 GB more)."""
+    return lambda wildcards, attempt: int(
+        (RESOURCES["mem_mb"] * factor + 2 * processes * llm_weights_mb()) * 2 ** (attempt - 1)
+    )
+
+
+#: The `gpu` resource of a GPU stage that runs one process (all but align, which runs one per GPU).
+ONE_GPU = min(RESOURCES["gpus"], 1)
+
+
+def align_launcher():
+    """What runs `align`: plain `ecglm` with 0 or 1 GPU; with resources.gpus > 1, torchrun starting one
+    DDP process per GPU of the job (`--standalone`: one node, a free rendezvous port per job, so jobs
+    sharing a node do not collide). The process count is the job's `gpu` resource, formatted when the
+    job runs. The signals go in as --signals-npy: torchrun's parser takes --signals for its own option."""
+    if RESOURCES["gpus"] > 1:
+        return "torchrun --standalone --nproc-per-node {resources.gpu} -m ecglm"
+    return "ecglm"
+
+
 # ---------------------------------------------------------------------------------------- the model
 VARIANTS = config["variants"]
 EVALUATE = config["evaluate"]
@@ -99,6 +128,7 @@ def eval_outputs():
     outputs = [
         f"{RESULTS}/eval/{variant}/{task}-{mode}.json"
         for variant in VARIANTS for task in TASK_NAMES for mode in MODES
+        if not (mode == "generate" and VARIANTS[variant]["prompt"] == "text-only")  # neither ECG nor findings
     ]
     outputs += [f"{RESULTS}/eval/{kind}/{task}-{kind}.json" for kind in BASELINES for task in TASK_NAMES]
     return outputs

@@ -27,7 +27,7 @@ rule train_encoder:
     resources:
         mem_mb=cpu_mem_mb(),
         runtime=RESOURCES["runtime_min"],
-        gpu=RESOURCES["gpus"],
+        gpu=ONE_GPU,
     shell:
         "ecglm train-encoder --records {input.records:q} --signals {input.signals:q} --out {params.out:q}"
         " --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"
@@ -61,7 +61,7 @@ rule train_supervised_encoder:
     resources:
         mem_mb=cpu_mem_mb(),
         runtime=RESOURCES["runtime_min"],
-        gpu=RESOURCES["gpus"],
+        gpu=ONE_GPU,
     shell:
         "ecglm train-encoder --records {input.records:q} --signals {input.signals:q} --out {params.out:q}"
         " --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"

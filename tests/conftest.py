@@ -60,3 +60,32 @@ def ptbxl_tree(request) -> Path:
     if request.param == "real":
         return request.getfixturevalue("ptbxl_sample")
     return request.getfixturevalue("demo_world") / "ptb-xl" / "1.0.3"
+
+
+@pytest.fixture(scope="session")
+def ci_snakemake():
+    """`run(workdir, *args)`: `snakemake` on config/ci.yaml in `workdir` on 2 local cores, as a user runs it
+    (the repo's Snakefile; its default workflow profile applies). Returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    def run(workdir: Path, *args: str, timeout: float = 1800) -> "subprocess.CompletedProcess[str]":
+        cmd = [
+            sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
+            "--directory", str(workdir), "--configfile", str(REPO_ROOT / "config" / "ci.yaml"),
+            "--cores", "2", *args,
+        ]  # fmt: skip
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def ci_local_run(ci_snakemake, tmp_path_factory) -> Path:
+    """The whole ci DAG (config/ci.yaml) run locally ONCE per test session, in a temporary working
+    directory: shared by tests/test_workflow_demo.py and tests/test_slurm.py (whose SLURM run must give
+    the same tables). Tests must not change it (copy it first)."""
+    workdir = tmp_path_factory.mktemp("ci-local-run")
+    proc = ci_snakemake(workdir)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return workdir

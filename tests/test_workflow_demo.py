@@ -25,21 +25,11 @@ RULES = [
 ]
 
 
-def _snakemake(repo_root, workdir, *args):
-    cmd = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(repo_root / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(repo_root / "config" / "ci.yaml"),
-        "--cores", "2", *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-
-
 @pytest.fixture(scope="module")
-def demo_run(repo_root, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo-run")
-    proc = _snakemake(repo_root, workdir)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return workdir
+def demo_run(ci_local_run):
+    """The one local run of the ci DAG of this session (tests/conftest.py; tests/test_slurm.py compares
+    its SLURM run with it)."""
+    return ci_local_run
 
 
 def test_every_rule_ran_with_log_and_benchmark(demo_run):
@@ -100,8 +90,8 @@ def test_the_aligned_model_holds_no_llm_weights(demo_run):
     assert keys and all(k.startswith(("encoder.", "projector.")) for k in keys)
 
 
-def test_a_second_run_has_nothing_to_do(repo_root, demo_run):
-    proc = _snakemake(repo_root, demo_run, "-n")
+def test_a_second_run_has_nothing_to_do(ci_snakemake, demo_run):
+    proc = ci_snakemake(demo_run, "-n")
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
@@ -119,3 +109,40 @@ def test_findings_name_the_rhythm_and_long_qt_labels(demo_run):
     assert table["n"].min() >= 20, table
     low = table.filter(pl.col("share") < 0.9)
     assert low.height == 0, low
+
+
+def test_a_killed_alignment_resumes_through_snakemake(repo_root, demo_run, tmp_path):
+    """Kill `snakemake` while align_model runs, run it again: the job resumes from the checkpoint it left in
+    results/{run}/.resume/ (outside the outputs Snakemake deletes) and ends with the weights of the
+    uninterrupted run. Done in a copy of the finished run, so the other tests see it untouched."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    work = tmp_path / "run"
+    shutil.copytree(demo_run, work, symlinks=True)  # copy2 keeps the times: nothing else is outdated
+    align = work / "results" / "ci" / "align" / "full"
+    reference = (align / "model.safetensors").read_bytes()
+    shutil.rmtree(align)
+    resume = work / "results" / "ci" / ".resume" / "align" / "full"
+    target = "results/ci/align/full/model.safetensors"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(repo_root / "Snakefile"), "--directory", str(work),
+           "--configfile", str(repo_root / "config" / "ci.yaml"), "--cores", "2", target]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not (resume / "latest").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake, the job and its children, as a lost node would
+    proc.wait()
+    if (align / "model.safetensors").exists():
+        pytest.fail("the alignment finished before it could be killed")
+    assert (resume / "latest").exists(), "no resume checkpoint was written before the deadline"
+    killed_at = (resume / "latest").read_text().strip()
+
+    done = subprocess.run([*cmd, "--rerun-incomplete"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (work / "results" / "ci" / "logs" / "align_model" / "full.log").read_text()
+    assert f"resumed from {resume / killed_at}" in log or f"resumed from results/ci/.resume/align/full/{killed_at}" in log, log[-2000:]
+    assert (align / "model.safetensors").read_bytes() == reference
+    assert not resume.exists()  # cleaned up once the job completed
