@@ -14,5 +14,7 @@ TORCH_SPEC=${ECGLM_TORCH-torch==2.13.0}
 if [ -n "$TORCH_SPEC" ] && ! python -c "import torch" >/dev/null 2>&1; then
   python -m pip install -q "$TORCH_SPEC"
 fi
-python -m pip install -q -e '.[test]'
+# the versions the tests were run with (scripts/pip-constraints.txt); ECGLM_CONSTRAINTS="" to resolve afresh
+CONSTRAINTS=${ECGLM_CONSTRAINTS-scripts/pip-constraints.txt}
+python -m pip install -q ${CONSTRAINTS:+-c "$CONSTRAINTS"} -e '.[test]'
 echo "setup: .venv ready ($(python -c 'import torch, snakemake; print("torch", torch.__version__, "snakemake", snakemake.__version__)'))"
