@@ -17,12 +17,14 @@ The corpus (one document per item, training split only; all wording from :mod:`e
   of each task for which the ECG has exactly one of the task's classes, followed by the correct answer
   letter; the findings stand in the slot (``slot``), in the slot and in the findings list
   (``slot_findings``), only in the findings list without an ECG sentence (``text``), or the slot holds
-  only the class phrase of the answer (``key``: what a single projected ECG token can say). The options
+  only the key word of the answer's class (``key``, :func:`key_word`: what a single projected ECG token
+  can say; its likelihood sentence has the key word in the slot too). The options
   keep the evaluation's fixed A-E order; instead the questions are resampled per class (every class of
   a task the same number of items) so that the letters are balanced and "always A" is not a solution;
-- ``likelihood``: the `likelihood` scoring sentence ("... The ECG report indicates sinus rhythm.") after
-  the slot findings, one per question item (so balanced the same way): the class-balanced lesson that
-  the report names what the slot says.
+- ``likelihood`` / ``likelihood_key``: the `likelihood` scoring sentence ("... The ECG report indicates
+  sinus rhythm.") after the slot findings (after the key word alone for the items of the ``key``
+  variant), one per question item (so balanced the same way): the class-balanced lesson that the report
+  names what the slot says.
 
 Output (``--out``, swapped in as a whole only once complete): ``config.json``, ``model.safetensors``,
 ``generation_config.json`` (``save_pretrained``), ``tokenizer.json``, ``tokenizer_config.json``,
@@ -94,7 +96,7 @@ LEAD_COLUMNS = tuple(f"lead_{lead}" for lead in LEADS)
 #: The question variants: where the findings stand (see the module docstring).
 MCQ_VARIANTS: tuple[str, ...] = ("slot", "slot_findings", "text", "key")
 #: Document kinds of the corpus.
-KINDS: tuple[str, ...] = ("slot_training", *(f"mcq_{v}" for v in MCQ_VARIANTS), "likelihood")
+KINDS: tuple[str, ...] = ("slot_training", *(f"mcq_{v}" for v in MCQ_VARIANTS), "likelihood", "likelihood_key")
 
 CONFIG_FILE = "demo_llm_config.yaml"
 
@@ -237,12 +239,39 @@ def letter_of(task: str, code: str) -> str:
     raise ValueError(f"{code!r} is not a class of task {task!r}")
 
 
+def key_word(task: str, code: str) -> str:
+    """The one word of class ``code``'s phrase (:data:`ecglm.prompts.CLASS_PHRASES`) that names it among the
+    task's five: the longest word found in no other class phrase of the task, the later one on a tie
+    ("sinus tachycardia" -> "tachycardia", "digitalis-effect" -> "digitalis"); the longest word when
+    none is unique.
+
+    The slot of the ``key`` question variant and of its likelihood sentence holds this word alone: one
+    projected ECG token can carry about one word, and without documents where a single word in the slot
+    decides the answer, a tiny LM never learns to read one (measured on the demo world: with one word
+    embedding in the slot, the LM trained without them named 3 of the 5 rhythm classes and 1 of 5
+    diagnostic classes; a projected ECG token then carried no class at all).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown zero-shot task {task!r} (expected one of {sorted(TASKS)})")
+    codes = [c for _, c, _ in TASKS[task]]
+    if code not in codes:
+        raise ValueError(f"{code!r} is not a class of task {task!r}")
+
+    def words(c: str) -> list[str]:
+        return [w for w in re.split(r"[\s/-]+", CLASS_PHRASES[c]) if w]
+
+    others = {w.lower() for c in codes if c != code for w in words(c)}
+    unique = [w for w in words(code) if w.lower() not in others]
+    candidates = unique or words(code)
+    return max(reversed(candidates), key=len)
+
+
 def mcq_prompt(row: Mapping, task: str, variant: str, code: str | None = None) -> str:
     """The zero-shot question of ``task`` for an ECG, ending in the answer stem (no answer).
 
     ``variant``: ``slot`` (findings in the ECG slot only), ``slot_findings`` (in the slot and in the
     findings list), ``text`` (findings list only, no ECG sentence) or ``key`` (the slot holds only the
-    phrase of the ECG's class ``code``, :data:`ecglm.prompts.CLASS_PHRASES`: the answer key in words).
+    key word of the ECG's class ``code``, :func:`key_word`: what one projected ECG token can say).
     """
     patient = Patient.from_record(row)
     general, leads = row.get("general"), _leads(row)
@@ -251,7 +280,7 @@ def mcq_prompt(row: Mapping, task: str, variant: str, code: str | None = None) -
     if variant == "key":
         if code is None:
             raise ValueError("the key variant needs the class code")
-        return fill_slot(zero_shot_prompt(task, patient, ecg=True, findings=False), CLASS_PHRASES[code])
+        return fill_slot(zero_shot_prompt(task, patient, ecg=True, findings=False), key_word(task, code))
     if variant not in ("slot", "slot_findings"):
         raise ValueError(f"unknown question variant {variant!r} (expected one of {MCQ_VARIANTS})")
     prompt = zero_shot_prompt(task, patient, general, leads, ecg=True, findings=variant == "slot_findings")
@@ -271,10 +300,11 @@ def question_documents(row: Mapping, task: str, code: str, variant: str) -> list
     ecg_id = int(row["ecg_id"])
     letter = letter_of(task, code)
     patient = Patient.from_record(row)
-    sentence = fill_slot(likelihood_text(patient, code).text, slot_findings(row.get("general"), _leads(row)))
+    slot = key_word(task, code) if variant == "key" else slot_findings(row.get("general"), _leads(row))
+    sentence = fill_slot(likelihood_text(patient, code).text, slot)
     return [
         Doc(mcq_prompt(row, task, variant, code) + answer_text(letter), f"mcq_{variant}", ecg_id, task, letter),
-        Doc(sentence, "likelihood", ecg_id, task, letter),
+        Doc(sentence, "likelihood_key" if variant == "key" else "likelihood", ecg_id, task, letter),
     ]
 
 

@@ -25,13 +25,16 @@ from ecglm.demo_llm import (
     lookup_answers,
     mcq_prompt,
     phrase_key,
+    key_word,
     slot_findings,
     task_class,
     train_tokenizer,
 )
 from ecglm.errors import StageError
 from ecglm.leads import LEADS
-from ecglm.prompts import ANSWER_STEM, CLASS_PHRASES, ECG_SENTENCE, ECG_TOKEN, TASKS, Patient, answer_text, training_text
+from ecglm.prompts import (
+    ANSWER_STEM, CLASS_PHRASES, ECG_SENTENCE, ECG_TOKEN, TASKS, Patient, answer_text, training_text,
+)
 
 # rhythm class -> the general finding a describe run would write for it
 RHYTHM_WORDS = {"SR": "sinus rhythm", "STACH": "sinus tachycardia", "SBRAD": "sinus bradycardia",
@@ -134,7 +137,7 @@ def test_corpus_writes_findings_in_the_slot(joined, corpus):
     by_kind = Counter(d.kind for d in corpus)
     assert by_kind["slot_training"] == train.height and "training" not in by_kind  # no literal <ecg> slot
     questions = sum(c for k, c in by_kind.items() if k.startswith("mcq_"))
-    assert by_kind["likelihood"] == questions  # one likelihood sentence per question item
+    assert by_kind["likelihood"] + by_kind["likelihood_key"] == questions  # one per question item
     for row in train.iter_rows(named=True):
         leads = {lead: row[f"lead_{lead}"] for lead in LEADS}
         slot = f"The ECG signal is {slot_findings(row['general'], leads)}."
@@ -149,9 +152,13 @@ def test_corpus_writes_findings_in_the_slot(joined, corpus):
                 assert slot in d.text and ECG_TOKEN not in d.text
             if d.kind == "mcq_text":
                 assert "The ECG signal is" not in d.text and "Abnormalities detected in general" in d.text
-            if d.kind == "mcq_key":  # the slot holds only the class phrase of the answer
+            if d.kind == "mcq_key":  # the slot holds only the key word of the answer's class
                 code = next(c for x, c, _ in TASKS[d.task] if x == d.answer)
-                assert f"The ECG signal is {CLASS_PHRASES[code]}.\n" in d.text and "Abnormalities" not in d.text
+                assert f"The ECG signal is {key_word(d.task, code)}.\n" in d.text and "Abnormalities" not in d.text
+            if d.kind == "likelihood_key":  # the key word alone in the slot, then the report names the class
+                code = next(c for x, c, _ in TASKS[d.task] if x == d.answer)
+                assert d.text.endswith(f"The ECG signal is {key_word(d.task, code)}. The ECG report indicates "
+                                       f"{CLASS_PHRASES[code]}.")
 
 
 def test_questions_carry_the_right_answer(joined, corpus):
@@ -375,3 +382,14 @@ def test_cli_names_missing_inputs(world, tmp_path, capsys):
     pl.read_parquet(world["records"]).drop("rhythm").write_parquet(bad)
     assert cli_main([*args[:2], str(bad), *args[3:]]) == 1
     assert "lacks label column(s) rhythm" in capsys.readouterr().err
+
+
+def test_key_word_is_the_word_that_tells_a_class_from_the_others_of_its_task():
+    assert [key_word("rhythm", c) for c in ("SR", "STACH", "SBRAD", "AFIB", "SARRH")] == [
+        "rhythm", "tachycardia", "bradycardia", "fibrillation", "arrhythmia"]
+    assert key_word("diagnostic", "MI") == "infarction" and key_word("diagnostic", "NORM") == "normal"
+    assert key_word("form", "NDT") == "abnormalities" and key_word("form", "DIG") == "digitalis"
+    for task in TASKS:  # five distinct words per task
+        assert len({key_word(task, c).lower() for _, c, _ in TASKS[task]}) == 5
+    with pytest.raises(ValueError, match="not a class"):
+        key_word("rhythm", "MI")
