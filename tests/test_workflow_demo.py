@@ -140,6 +140,9 @@ def test_a_killed_alignment_resumes_through_snakemake(repo_root, demo_run, tmp_p
     assert (resume / "latest").exists(), "no resume checkpoint was written before the deadline"
     killed_at = (resume / "latest").read_text().strip()
 
+    # a killed snakemake leaves its lock behind: the user unlocks (as its message says), then runs again
+    unlock = subprocess.run([*cmd, "--unlock"], capture_output=True, text=True, timeout=300)
+    assert unlock.returncode == 0, unlock.stdout[-3000:] + unlock.stderr[-3000:]
     done = subprocess.run([*cmd, "--rerun-incomplete"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (work / "results" / "ci" / "logs" / "align_model" / "full.log").read_text()
