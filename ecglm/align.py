@@ -93,6 +93,7 @@ class AlignConfig(StageConfig):
     projector: str = "linear"  # paper: linear; or vocab (a softmax blend of the frozen word embeddings)
     num_ecg_tokens: int = 1  # paper: the ECG is one token
     vocab_temperature: float = 1.0  # softmax temperature of the vocab projector
+    vocab_hard: bool = False  # vocab projector: one real word per ECG token (straight-through Gumbel-softmax)
     max_length: int = 1024  # tokens per sample (longer texts are truncated after the <ecg> token)
     encoder_dir: str | None = None  # train-encoder output folder; null = random init (ablation)
     encoder_base_width: int = 64  # ResNet-18 width when encoder_dir is null
@@ -396,6 +397,7 @@ def align(
             model = ECGLM(
                 encoder, llm, tokenizer.convert_tokens_to_ids(ECG_TOKEN),
                 projector=cfg.projector, num_ecg_tokens=cfg.num_ecg_tokens, temperature=cfg.vocab_temperature,
+                vocab_hard=cfg.vocab_hard,
                 vocab_excluded_ids=vocab_exclusions(tokenizer, llm),
             )  # fmt: skip
             if cfg.gradient_checkpointing:

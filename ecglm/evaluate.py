@@ -740,9 +740,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common_inputs(p)
     p.add_argument("--findings", type=Path, help="findings.parquet written by `ecglm describe` (needed by --prompt full and text-only in mcq mode)")
-    p.add_argument("--mode", required=True, choices=MODES,
+    p.add_argument("--mode", required=True, nargs="+", choices=MODES,
                    help="mcq: option letter after 'Answer:'; likelihood: class phrase after the ECG; generate: the class "
-                        "named in the model's own greedy report")  # fmt: skip
+                        "named in the model's own greedy report. Several modes share one loaded model; --out must "
+                        "then hold '{mode}'")  # fmt: skip
     p.add_argument("--align", type=Path, help="aligned ECG-LM folder written by `ecglm align` (needed unless --prompt text-only)")
     p.add_argument("--llm", help="the LLM folder or Hub id (default: the base LLM recorded in --align)")
     p.add_argument("--prompt", choices=PROMPTS, default="full",
@@ -779,14 +780,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=run_baseline)
 
 
+def mode_outputs(modes: Sequence[str], out: Path | None) -> list[Path | None]:
+    """The result path of each mode: ``out`` with ``{mode}`` filled in (required for several modes)."""
+    if len(set(modes)) != len(modes):
+        raise StageError(f"--mode lists a mode twice: {' '.join(modes)}")
+    if out is None:
+        if len(modes) > 1:
+            raise StageError("several --mode values need --out with '{mode}' in it (one JSON per mode)")
+        return [None]
+    if len(modes) > 1 and "{mode}" not in str(out):
+        raise StageError(f"--out {out}: several --mode values need '{{mode}}' in the path (one JSON per mode)")
+    return [Path(str(out).replace("{mode}", mode)) for mode in modes]
+
+
 def run(args: argparse.Namespace) -> int:
-    evaluate_zero_shot(
-        args.records, args.signals, args.findings, args.task, args.mode,
-        align=args.align, llm=args.llm, prompt=args.prompt, control=args.control, seed=args.seed,
-        batch_size=args.batch_size, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
-        device=args.device, dtype=args.dtype,
-        out=args.out, progress=not args.no_progress,
-    )  # fmt: skip
+    outs = mode_outputs(args.mode, args.out)
+    bundle = None
+    for mode, out in zip(args.mode, outs):
+        if bundle is None:
+            bundle = load_model(args.align, args.llm, args.prompt, device=args.device, dtype=args.dtype)
+        evaluate_zero_shot(
+            args.records, args.signals, args.findings, args.task, mode,
+            align=args.align, llm=args.llm, prompt=args.prompt, control=args.control, seed=args.seed,
+            batch_size=args.batch_size, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+            device=args.device, dtype=args.dtype, out=out, progress=not args.no_progress, model_bundle=bundle,
+        )  # fmt: skip
     return 0
 
 

@@ -75,6 +75,11 @@ class VocabProjector(nn.Module):
     ``weights(z) = softmax(Linear(D, K * V)(z) / temperature)`` per token, 0 on excluded ids;
     ``forward(z, E) = weights(z) @ E``. ``E`` (the LLM's embedding matrix ``[V, H]``) is passed in, never
     stored, so it is not part of this module's state.
+
+    ``hard=True`` makes each ECG token one real word: the forward pass takes the one-hot of the argmax
+    (in training, of the logits plus Gumbel noise, drawn from torch's global RNG), the backward pass the
+    gradient of the softmax (straight-through Gumbel-softmax, Jang et al. 2017). A small LM reads its own
+    words, not blends it never saw in pretraining.
     """
 
     kind = "vocab"
@@ -86,8 +91,10 @@ class VocabProjector(nn.Module):
         num_ecg_tokens: int = 1,
         temperature: float = 1.0,
         excluded_ids: Iterable[int] = (),
+        hard: bool = False,
     ) -> None:
         super().__init__()
+        self.hard = bool(hard)
         if temperature <= 0:
             raise ValueError(f"the vocab projector's temperature must be > 0, got {temperature}")
         self.num_ecg_tokens = num_ecg_tokens
@@ -106,8 +113,15 @@ class VocabProjector(nn.Module):
     def weights(self, features: torch.Tensor) -> torch.Tensor:
         """``features [B, D]`` -> blend weights ``[B, K, V]`` (float32, each row sums to 1, 0 on excluded ids)."""
         logits = self.logits(features).float().view(features.shape[0], self.num_ecg_tokens, self.vocab_size)
-        logits = logits.masked_fill(self.excluded, float("-inf"))  # [B, K, V]
-        return torch.softmax(logits / self.temperature, dim=-1)
+        logits = logits.masked_fill(self.excluded, float("-inf")) / self.temperature  # [B, K, V]
+        if not self.hard:
+            return torch.softmax(logits, dim=-1)
+        if self.training:  # Gumbel noise: explore the words in proportion to their probability
+            uniform = torch.rand_like(logits).clamp_(1e-10, 1.0 - 1e-7)
+            logits = logits - torch.log(-torch.log(uniform))
+        soft = torch.softmax(logits, dim=-1)  # [B, K, V]
+        one_hot = torch.nn.functional.one_hot(logits.argmax(dim=-1), self.vocab_size).to(soft.dtype)  # [B, K, V]
+        return one_hot + (soft - soft.detach())  # exactly the word forward, the softmax's gradient backward
 
     def forward(self, features: torch.Tensor, embedding_weight: torch.Tensor | None = None) -> torch.Tensor:
         """``features [B, D]``, ``embedding_weight [V, H]`` -> ``[B, K, H]`` = weights @ E."""
@@ -129,6 +143,7 @@ def build_projector(
     num_ecg_tokens: int = 1,
     temperature: float = 1.0,
     excluded_ids: Iterable[int] = (),
+    hard: bool = False,
 ) -> nn.Module:
     """The projector named ``kind`` (one of :data:`PROJECTORS`)."""
     if num_ecg_tokens < 1:
@@ -136,7 +151,7 @@ def build_projector(
     if kind == "linear":
         return LinearProjector(feature_dim, hidden_size, num_ecg_tokens)
     if kind == "vocab":
-        return VocabProjector(feature_dim, vocab_size, num_ecg_tokens, temperature, excluded_ids)
+        return VocabProjector(feature_dim, vocab_size, num_ecg_tokens, temperature, excluded_ids, hard)
     raise ValueError(f"unknown projector {kind!r} (expected one of {PROJECTORS})")
 
 
@@ -210,6 +225,7 @@ class ECGLM(nn.Module):
         num_ecg_tokens: int = 1,
         temperature: float = 1.0,
         vocab_excluded_ids: Iterable[int] | None = None,
+        vocab_hard: bool = False,
         feature_dim: int | None = None,
         encoder_spec: dict[str, Any] | None = None,
         llm_source: LLMSource | None = None,
@@ -242,6 +258,7 @@ class ECGLM(nn.Module):
             num_ecg_tokens=self.num_ecg_tokens,
             temperature=temperature,
             excluded_ids=excluded,
+            hard=vocab_hard,
         ).to(device)
 
     # -- modes and parameters
@@ -358,6 +375,7 @@ class ECGLM(nn.Module):
         if isinstance(self.projector, VocabProjector):
             projector["temperature"] = self.projector.temperature
             projector["vocab_excluded_ids"] = self.projector.excluded_ids
+            projector["hard"] = self.projector.hard
         emb = self.llm.get_input_embeddings().weight
         return {
             "format": FORMAT,
@@ -441,6 +459,7 @@ class ECGLM(nn.Module):
             num_ecg_tokens=int(proj["num_ecg_tokens"]),
             temperature=float(proj.get("temperature", 1.0)),
             vocab_excluded_ids=proj.get("vocab_excluded_ids"),
+            vocab_hard=bool(proj.get("hard", False)),
             feature_dim=feature_dim,
             encoder_spec=enc_cfg,
             llm_source=LLMSource(cfg["base_llm"]["name_or_path"], cfg["base_llm"].get("revision")),

@@ -55,7 +55,7 @@ rule align_model:
         f"{LOGS}/align_model/{{variant}}.log",
     benchmark:
         f"{BENCHMARKS}/align_model/{{variant}}.tsv"
-    threads: RESOURCES["threads"]
+    threads: RESOURCES["align_threads"]
     conda:
         ENV
     resources:

@@ -128,7 +128,6 @@ def eval_outputs():
     outputs = [
         f"{RESULTS}/eval/{variant}/{task}-{mode}.json"
         for variant in VARIANTS for task in TASK_NAMES for mode in MODES
-        if not (mode == "generate" and VARIANTS[variant]["prompt"] == "text-only")  # neither ECG nor findings
     ]
     outputs += [f"{RESULTS}/eval/{kind}/{task}-{kind}.json" for kind in BASELINES for task in TASK_NAMES]
     return outputs

@@ -10,17 +10,19 @@ rule evaluate_zero_shot:
     input:
         unpack(zero_shot_inputs),
     output:
-        result=f"{RESULTS}/eval/{{variant}}/{{task}}-{{mode}}.json",
+        results=expand(f"{RESULTS}/eval/{{{{variant}}}}/{{{{task}}}}-{{mode}}.json", mode=MODES),
     params:
         options=zero_shot_args,
+        modes=" ".join(MODES),
+        out=lambda wildcards: f"{RESULTS}/eval/{wildcards.variant}/{wildcards.task}-{{mode}}.json",
         batch_size=EVALUATE["batch_size"],
         max_new_tokens=EVALUATE["max_new_tokens"],
         seed=config["seed"],
     log:
-        f"{LOGS}/evaluate_zero_shot/{{variant}}-{{task}}-{{mode}}.log",
+        f"{LOGS}/evaluate_zero_shot/{{variant}}-{{task}}.log",
     benchmark:
-        f"{BENCHMARKS}/evaluate_zero_shot/{{variant}}-{{task}}-{{mode}}.tsv"
-    threads: RESOURCES["threads"]
+        f"{BENCHMARKS}/evaluate_zero_shot/{{variant}}-{{task}}.tsv"
+    threads: RESOURCES["eval_threads"]
     conda:
         ENV
     resources:
@@ -29,8 +31,8 @@ rule evaluate_zero_shot:
         gpu=ONE_GPU,
     shell:
         "ecglm evaluate --records {input.records:q} --signals {input.signals:q} --findings {input.findings:q}"
-        " --task {wildcards.task} --mode {wildcards.mode} {params.options} --batch-size {params.batch_size}"
-        " --max-new-tokens {params.max_new_tokens} --seed {params.seed} --out {output.result:q} --no-progress"
+        " --task {wildcards.task} --mode {params.modes} {params.options} --batch-size {params.batch_size}"
+        " --max-new-tokens {params.max_new_tokens} --seed {params.seed} --out {params.out:q} --no-progress"
         " > {log:q} 2>&1"
 
 

@@ -96,7 +96,7 @@ def test_snakemake_stops_on_a_bad_config_naming_the_key(repo_root, tmp_path):
 
 def test_dry_run_of_default_config_is_offline(repo_root):
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--quiet", "rules"],
+        [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "2", "--quiet", "rules"],
         cwd=repo_root,
         capture_output=True,
         text=True,

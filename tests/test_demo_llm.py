@@ -19,6 +19,7 @@ from ecglm.demo_llm import (
     build_corpus,
     build_demo_llm,
     corpus_stats,
+    ecg_documents,
     fill_slot,
     letter_token_ids,
     load_training_inputs,
@@ -26,6 +27,7 @@ from ecglm.demo_llm import (
     mcq_prompt,
     phrase_key,
     key_word,
+    key_training_task,
     slot_findings,
     task_class,
     train_tokenizer,
@@ -147,6 +149,14 @@ def test_corpus_writes_findings_in_the_slot(joined, corpus):
         assert slot in slot_doc.text and ECG_TOKEN not in slot_doc.text
         assert ECG_SENTENCE in plain and slot_doc.text == plain.replace(ECG_SENTENCE, slot)
         assert slot_doc.text.index(slot) < slot_doc.text.index("The ECG report indicates")
+        # the same template with the rhythm key word alone in the slot (the default key_training_tasks)
+        rhythm = task_class(row["rhythm"], "rhythm")
+        key_docs = [d for d in docs if d.kind == "key_training"]
+        if rhythm is None:
+            assert not key_docs
+        else:
+            assert [d.text for d in key_docs] == [plain.replace(ECG_SENTENCE, f"The ECG signal is {key_word('rhythm', rhythm)}.")]
+            assert key_docs[0].task == "rhythm"
         for d in docs:
             if d.kind in ("mcq_slot", "mcq_slot_findings", "likelihood"):
                 assert slot in d.text and ECG_TOKEN not in d.text
@@ -159,6 +169,18 @@ def test_corpus_writes_findings_in_the_slot(joined, corpus):
                 code = next(c for x, c, _ in TASKS[d.task] if x == d.answer)
                 assert d.text.endswith(f"The ECG signal is {key_word(d.task, code)}. The ECG report indicates "
                                        f"{CLASS_PHRASES[code]}.")
+
+
+def test_key_training_task_is_drawn_among_the_tasks_the_ecg_has_one_class_of(joined):
+    row = next(r for r in joined.iter_rows(named=True)
+               if task_class(r["rhythm"], "rhythm") and task_class(r["diagnostic_superclass"], "diagnostic"))
+    drawn = {key_training_task({**row, "ecg_id": i}, ["rhythm", "diagnostic"], seed=1) for i in range(40)}
+    assert drawn == {"rhythm", "diagnostic"}  # both drawn over ECGs, deterministic per ECG
+    assert key_training_task(row, ["rhythm", "diagnostic"], 1) == key_training_task(row, ["rhythm", "diagnostic"], 1)
+    assert key_training_task({**row, "form": []}, ["form"], 1) is None
+    assert ecg_documents(row, None)[-1].kind == "slot_training" and len(ecg_documents(row, None)) == 1
+    with pytest.raises(StageError, match="key_training_tasks"):
+        DemoLLMConfig(key_training_tasks=["rhythm", "nope"])
 
 
 def test_questions_carry_the_right_answer(joined, corpus):

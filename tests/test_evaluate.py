@@ -7,6 +7,7 @@ the signals are 64 samples per lead.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -462,6 +463,33 @@ def test_cli_writes_the_json_atomically(tmp_path, store, llm_dir, align_dir):
              "--prompt", "text-only", "--align", str(align_dir), "--device", "cpu", "--out", str(out2), "--no-progress"]  # fmt: skip
     assert cli.main(argv2) == 0
     assert json.loads(out2.read_text())["model"]["align"] is None
+
+
+def test_cli_runs_several_modes_with_one_model_and_matches_single_runs(tmp_path, store, llm_dir, align_dir):
+    common = ["evaluate", "--records", str(store["records"]), "--signals", str(store["signals"]),
+              "--findings", str(store["findings"]), "--task", "rhythm", "--align", str(align_dir), "--llm", str(llm_dir),
+              "--device", "cpu", "--batch-size", "3", "--no-progress"]  # fmt: skip
+    together = tmp_path / "together" / "rhythm-{mode}.json"
+    assert cli.main(common + ["--mode", "mcq", "likelihood", "generate", "--max-new-tokens", "4",
+                              "--out", str(together)]) == 0  # fmt: skip
+    for mode in ("mcq", "likelihood", "generate"):
+        alone = tmp_path / "alone" / f"rhythm-{mode}.json"
+        assert cli.main(common + ["--mode", mode, "--max-new-tokens", "4", "--out", str(alone)]) == 0
+        a, b = json.loads(alone.read_text()), json.loads((tmp_path / "together" / f"rhythm-{mode}.json").read_text())
+        assert a["mode"] == b["mode"] == mode and a["predictions"] == b["predictions"] and a["f1"] == b["f1"]
+
+
+@pytest.mark.parametrize("modes, out, message", [
+    (["mcq", "likelihood"], None, "{mode}"),
+    (["mcq", "likelihood"], "x.json", "{mode}"),
+    (["mcq", "mcq"], "x-{mode}.json", "twice"),
+])  # fmt: skip
+def test_several_modes_need_a_mode_placeholder(tmp_path, modes, out, message):
+    from ecglm.evaluate import mode_outputs
+
+    with pytest.raises(StageError, match=re.escape(message)):
+        mode_outputs(modes, None if out is None else tmp_path / out)
+    assert mode_outputs(["mcq"], tmp_path / "a.json") == [tmp_path / "a.json"]
 
 
 def test_cli_errors_are_one_line(tmp_path, store, capsys):

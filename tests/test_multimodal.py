@@ -56,7 +56,7 @@ def llm(llm_dir):
     return load_llm(llm_dir, dtype="float32", device="cpu")
 
 
-def make_model(llm, projector: str = "linear", k: int = 1, seed: int = 0) -> ECGLM:
+def make_model(llm, projector: str = "linear", k: int = 1, seed: int = 0, hard: bool = False) -> ECGLM:
     model, tokenizer = llm
     torch.manual_seed(seed)
     return ECGLM(
@@ -67,6 +67,7 @@ def make_model(llm, projector: str = "linear", k: int = 1, seed: int = 0) -> ECG
         num_ecg_tokens=k,
         temperature=0.5,
         vocab_excluded_ids=vocab_exclusions(tokenizer, model),
+        vocab_hard=hard,
     )
 
 
@@ -406,6 +407,42 @@ def test_vocab_projector_blends_the_frozen_embedding_rows(llm):
     # a convex blend lies within the rows' coordinate-wise range
     assert (projected <= embedding.max(0).values + 1e-6).all() and (projected >= embedding.min(0).values - 1e-6).all()
     assert not any(t.data_ptr() == embedding.data_ptr() for t in model.trainable_state_dict().values())
+
+
+def test_hard_vocab_projector_puts_one_real_word_and_passes_the_softmax_gradient(llm):
+    model = make_model(llm, projector="vocab", k=2, hard=True)
+    embedding = model.llm.get_input_embeddings().weight  # [V, H]
+    excluded = model.projector.excluded_ids
+    sig = signals(4)
+    mask = torch.ones(4, N_LEADS, dtype=torch.bool)
+    model.eval()
+    with torch.no_grad():
+        features = model.encoder.forward_features(sig, mask)
+        logits = model.projector.logits(features).view(4, 2, -1)
+        logits[..., excluded] = float("-inf")
+        words = logits.argmax(-1)  # [4, 2]: eval takes the most probable word, no noise
+        assert torch.equal(model.project(sig), embedding[words])
+        assert torch.equal(model.project(sig), model.project(sig))
+    assert not set(words.flatten().tolist()) & set(excluded)
+    model.train()
+    torch.manual_seed(5)
+    projected = model.project(sig)  # [4, 2, H]: Gumbel-perturbed choice, still exact word rows
+    chosen = (projected.detach().unsqueeze(-2) == embedding).all(-1)  # [4, 2, V]
+    assert (chosen.sum(-1) == 1).all() and not chosen[..., excluded].any()
+    projected.pow(2).sum().backward()  # the gradient reaches the logits through the softmax
+    assert model.projector.logits.weight.grad is not None and model.projector.logits.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.encoder.parameters() if p.requires_grad)
+
+
+def test_hard_vocab_projector_survives_save_and_load(llm, tmp_path):
+    model = make_model(llm, projector="vocab", hard=True).eval()
+    _, tokenizer = llm
+    folder = model.save(tmp_path / "aligned")
+    assert json.loads((folder / "config.json").read_text())["projector"]["hard"] is True
+    loaded = ECGLM.load(folder, model.llm, encoder=TinyEncoder(), tokenizer=tokenizer).eval()
+    assert loaded.projector.hard
+    with torch.no_grad():
+        assert torch.equal(loaded.project(signals(3)), model.project(signals(3)))
 
 
 # --------------------------------------------------------------------------------------- save/load

@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.snakemake, pytest.mark.slow]
 RULES = [
     "make_demo_data", "verify_demo_ptbxl", "verify_demo_ptbxl_plus", "prepare_records",
     "measure_features", "translate_reports", "describe_findings", "expand_pairs", "train_encoder",
-    "build_demo_llm", "align_model/full", "evaluate_zero_shot/full-rhythm-mcq",
-    "evaluate_zero_shot/shuffled-diagnostic-likelihood", "evaluate_baseline/majority-form",
+    "build_demo_llm", "align_model/full", "evaluate_zero_shot/full-rhythm",
+    "evaluate_zero_shot/shuffled-diagnostic", "evaluate_baseline/majority-form",
     "train_supervised_encoder/rhythm", "make_tables",
 ]
 
