@@ -14,7 +14,8 @@ The corpus (one document per item, training split only; all wording from :mod:`e
   document with the ``<ecg>`` token itself in the slot: the model would learn there that the slot says
   nothing (the report's prior, mostly "sinus rhythm"), and the aligned model never shows it that token;
 - ``key_training``: the same template with only one key word of the ECG's class in the slot
-  (:func:`key_word`; the task drawn per ECG among ``key_training_tasks``, default rhythm): what one
+  (:func:`key_word`; the task drawn per ECG among ``key_training_tasks``, default rhythm and
+  diagnostic): what one
   projected ECG token can say. The slot findings name every lead, which one token cannot; with these
   documents the right key word is the best single word in the slot (measured with
   ``bench/probe_alignment.py``: mean loss over the alignment targets 0.477 with the right rhythm word,
@@ -127,7 +128,7 @@ class DemoLLMConfig(StageConfig):
     mcq_variants: list[str] = field(default_factory=lambda: list(MCQ_VARIANTS))
     #: The tasks whose class key word may stand alone in the slot of an ECG's ``key_training`` document
     #: (one task per ECG, drawn among those of which it has exactly one class; [] = no such documents).
-    key_training_tasks: list[str] = field(default_factory=lambda: ["rhythm"])
+    key_training_tasks: list[str] = field(default_factory=lambda: ["rhythm", "diagnostic"])
     #: BPE vocabulary size, special tokens and the 256 byte symbols included.
     vocab_size: int = 2048
     hidden_size: int = 128

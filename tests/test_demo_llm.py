@@ -149,14 +149,15 @@ def test_corpus_writes_findings_in_the_slot(joined, corpus):
         assert slot in slot_doc.text and ECG_TOKEN not in slot_doc.text
         assert ECG_SENTENCE in plain and slot_doc.text == plain.replace(ECG_SENTENCE, slot)
         assert slot_doc.text.index(slot) < slot_doc.text.index("The ECG report indicates")
-        # the same template with the rhythm key word alone in the slot (the default key_training_tasks)
-        rhythm = task_class(row["rhythm"], "rhythm")
+        # the same template with one key word alone in the slot (a task of the default key_training_tasks)
+        task = key_training_task(row, ["rhythm", "diagnostic"], 7)
         key_docs = [d for d in docs if d.kind == "key_training"]
-        if rhythm is None:
+        if task is None:
             assert not key_docs
         else:
-            assert [d.text for d in key_docs] == [plain.replace(ECG_SENTENCE, f"The ECG signal is {key_word('rhythm', rhythm)}.")]
-            assert key_docs[0].task == "rhythm"
+            code = task_class(row[{"diagnostic": "diagnostic_superclass"}.get(task, task)], task)
+            assert [d.text for d in key_docs] == [plain.replace(ECG_SENTENCE, f"The ECG signal is {key_word(task, code)}.")]
+            assert key_docs[0].task == task
         for d in docs:
             if d.kind in ("mcq_slot", "mcq_slot_findings", "likelihood"):
                 assert slot in d.text and ECG_TOKEN not in d.text
