@@ -55,7 +55,7 @@ rule align_model:
         f"{LOGS}/align_model/{{variant}}.log",
     benchmark:
         f"{BENCHMARKS}/align_model/{{variant}}.tsv"
-    threads: RESOURCES["align_threads"]
+    threads: RESOURCES["align_threads"] or RESOURCES["threads"]
     conda:
         ENV
     resources:
