@@ -795,10 +795,8 @@ def mode_outputs(modes: Sequence[str], out: Path | None) -> list[Path | None]:
 
 def run(args: argparse.Namespace) -> int:
     outs = mode_outputs(args.mode, args.out)
-    bundle = None
+    bundle = load_model(args.align, args.llm, args.prompt, device=args.device, dtype=args.dtype)
     for mode, out in zip(args.mode, outs):
-        if bundle is None:
-            bundle = load_model(args.align, args.llm, args.prompt, device=args.device, dtype=args.dtype)
         evaluate_zero_shot(
             args.records, args.signals, args.findings, args.task, mode,
             align=args.align, llm=args.llm, prompt=args.prompt, control=args.control, seed=args.seed,
