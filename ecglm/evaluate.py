@@ -11,13 +11,17 @@ Scoring modes (batched forward passes, eval mode, no gradient, no sampling):
   (" A" ... " E"), the prediction its argmax, the option probabilities the softmax over the five scores.
   Where a tokenizer does not give " A" as one token after the prompt, the whole continuation's
   log-probability is used (equal to the next-token value where it is one token).
-- ``likelihood``: the score of class c is the MEAN per-token log-probability of the class phrase in
+- ``likelihood``: the score of class c is the log-likelihood of the class phrase in
   :func:`ecglm.prompts.likelihood_text` ("... The ECG signal is <ecg>. The ECG report indicates
-  {class}."). Length-normalised (our choice) because the class phrases differ in length ("normal" vs
-  "non-diagnostic T abnormalities"): a sum would favour the shortest phrase. Probabilities: softmax over
-  the five mean log-probabilities. That text holds no lead findings (the training template puts them
-  after the report), so ``--prompt full`` and ``ecg-only`` read the same text in this mode (recorded as
-  ``text_has_findings: false``).
+  {class}."): by default (``--likelihood-score sum``) the SUM of its tokens' log-probabilities, the
+  phrase's log-probability, as the issue defines the mode; ``mean`` divides it by the phrase's token
+  count. Both have a length bias: the sum charges every token, so it can favour a shorter phrase when
+  a longer one's later tokens are uncertain; the mean favours a longer phrase whose later tokens are
+  near-certain, since each of them lifts the average (measured on the demo world: with the mean every
+  NORM ECG was read "ST/T change", four tokens, and diagnostic balanced accuracy was 0.38 against 0.50
+  with the sum). Probabilities: softmax over the five scores. That text holds no lead
+  findings (the training template puts them after the report), so ``--prompt full`` and ``ecg-only``
+  read the same text in this mode (recorded as ``text_has_findings: false``).
 - ``generate``: the model writes its own report: greedy decoding (:func:`ecglm.multimodal.generate_greedy`,
   ``--max-new-tokens``) after :func:`ecglm.prompts.report_prompt` ("... The ECG signal is <ecg>. The ECG
   report indicates"), the ECG token being the only thing in the text that tells one record from another.
@@ -61,6 +65,8 @@ log = logging.getLogger(__name__)
 
 #: The records.parquet label-list column of each zero-shot task.
 MODES = ("mcq", "likelihood", "generate")
+#: How ``likelihood`` mode turns the class phrase's token log-probabilities into one score.
+LIKELIHOOD_SCORES = ("sum", "mean")
 PROMPTS = ("full", "ecg-only", "text-only")
 CONTROLS = ("none", "shuffled")
 #: Columns of records.parquet the prompts read (all optional except ecg_id and split).
@@ -409,8 +415,9 @@ def score_mcq(model, tokenizer, prompts: Sequence[str], signals: "torch.Tensor |
     return scores.numpy()
 
 
-def score_likelihood(model, tokenizer, patients: Sequence, signals: "torch.Tensor | None", classes: Sequence[str], *, ecg: bool, batch_size: int, max_length: int) -> np.ndarray:
-    """Mean per-token log-probability of each class phrase (:func:`likelihood_text`): ``[b, 5]`` float64."""
+def score_likelihood(model, tokenizer, patients: Sequence, signals: "torch.Tensor | None", classes: Sequence[str], *, ecg: bool, batch_size: int, max_length: int, score: str = "sum") -> np.ndarray:
+    """Log-probability of each class phrase (:func:`likelihood_text`), summed over its tokens
+    (``score="sum"``) or their mean (``"mean"``): ``[b, 5]`` float64."""
     import torch
 
     from ecglm.multimodal import sequence_logprob
@@ -421,8 +428,11 @@ def score_likelihood(model, tokenizer, patients: Sequence, signals: "torch.Tenso
     logprob, counts = sequence_logprob(model, tokenizer, texts, sig, None, batch_size=batch_size, max_length=max_length)
     if int(counts.min()) < 1:
         raise StageError("a class phrase has no token to score (the tokenizer gave it none)")
-    mean = (logprob / counts.to(torch.float64)).view(len(patients), len(classes))
-    return mean.numpy()
+    if score == "mean":
+        logprob = logprob / counts.to(torch.float64)
+    elif score != "sum":
+        raise StageError(f"likelihood score must be one of {', '.join(LIKELIHOOD_SCORES)}, got {score!r}")
+    return logprob.view(len(patients), len(classes)).numpy()
 
 
 def zero_shot_scores(
@@ -437,6 +447,7 @@ def zero_shot_scores(
     findings: list | None,
     batch_size: int = 8,
     max_length: int = 2048,
+    likelihood_score: str = "sum",
     progress: bool = True,
 ) -> np.ndarray:
     """The five option scores of every ECG of ``eval_set``: ``[M, 5]`` float64 (higher = more likely).
@@ -470,7 +481,8 @@ def zero_shot_scores(
             out[sl] = score_mcq(model, tokenizer, prompts, sig, letters, batch_size=batch_size, max_length=max_length)
         elif mode == "likelihood":
             out[sl] = score_likelihood(
-                model, tokenizer, patients[sl], sig, classes, ecg=use_ecg, batch_size=batch_size, max_length=max_length
+                model, tokenizer, patients[sl], sig, classes, ecg=use_ecg, batch_size=batch_size,
+                max_length=max_length, score=likelihood_score,
             )
         else:
             raise StageError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
@@ -620,6 +632,7 @@ def evaluate_zero_shot(
     batch_size: int = 8,
     max_length: int = 2048,
     max_new_tokens: int = 48,
+    likelihood_score: str = "sum",
     device: str = "auto",
     dtype: str = "auto",
     out: str | os.PathLike | None = None,
@@ -633,7 +646,8 @@ def evaluate_zero_shot(
     """
     from ecglm.ecg_data import check_store, open_signals
 
-    for name, value, allowed in (("mode", mode, MODES), ("prompt", prompt, PROMPTS), ("control", control, CONTROLS)):
+    for name, value, allowed in (("mode", mode, MODES), ("prompt", prompt, PROMPTS), ("control", control, CONTROLS),
+                                 ("likelihood-score", likelihood_score, LIKELIHOOD_SCORES)):
         if value not in allowed:
             raise StageError(f"--{name} must be one of {', '.join(allowed)}, got {value!r}")
     if batch_size < 1:
@@ -682,7 +696,8 @@ def evaluate_zero_shot(
     else:
         scores = zero_shot_scores(
             model, tokenizer, eval_set, mode=mode, prompt=prompt, signals=store, signal_rows=rows,
-            findings=finding_rows, batch_size=batch_size, max_length=max_length, progress=progress,
+            findings=finding_rows, batch_size=batch_size, max_length=max_length,
+            likelihood_score=likelihood_score, progress=progress,
         )  # fmt: skip
         y_pred, probs = predictions_from_scores(scores)
     setting = {
@@ -693,7 +708,7 @@ def evaluate_zero_shot(
         "seed": seed,
         "scoring": {
             "mcq": "next-token log-probability of the option letter",
-            "likelihood": "mean per-token log-probability of the class phrase",
+            "likelihood": f"log-probability of the class phrase ({likelihood_score} over its tokens)",
             "generate": f"the class named first in a greedy report of at most {max_new_tokens} tokens",
         }[mode],
         "text_has_ecg": use_ecg,
@@ -731,8 +746,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Zero-shot classification of the test-split ECGs that hold exactly one of the task's five classes, "
             "without task training and without sampling. --mode mcq: the paper's Table 1 prompt, the option "
             "letter with the highest next-token log-probability. --mode likelihood: the class whose phrase in "
-            "'... The ECG signal is <ecg>. The ECG report indicates {class}.' has the highest mean per-token "
-            "log-probability. --mode generate: the model writes its report after '... The ECG signal is <ecg>. The "
+            "'... The ECG signal is <ecg>. The ECG report indicates {class}.' has the highest log-probability "
+            "(--likelihood-score). --mode generate: the model writes its report after '... The ECG signal is <ecg>. The "
             "ECG report indicates' (greedy decoding) and the class it names first is its answer (none named: "
             "wrong). Writes accuracy, balanced accuracy, macro precision/recall/F1, macro AUC, the "
             "confusion matrix and the distribution of predicted options as JSON."
@@ -753,6 +768,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="texts per forward pass (default 8)")
     p.add_argument("--max-length", type=int, default=2048, help="longest tokenised text (default 2048)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="--mode generate: most tokens generated per ECG (default 48)")
+    p.add_argument("--likelihood-score", choices=LIKELIHOOD_SCORES, default="sum",
+                   help="--mode likelihood: the class phrase's log-probability (sum over its tokens, the default) "
+                        "or its mean per token")  # fmt: skip
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the shuffled control's permutation (default {DEFAULT_SEED})")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
@@ -801,7 +819,7 @@ def run(args: argparse.Namespace) -> int:
             args.records, args.signals, args.findings, args.task, mode,
             align=args.align, llm=args.llm, prompt=args.prompt, control=args.control, seed=args.seed,
             batch_size=args.batch_size, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
-            device=args.device, dtype=args.dtype, out=out, progress=not args.no_progress, model_bundle=bundle,
+            likelihood_score=args.likelihood_score, device=args.device, dtype=args.dtype, out=out, progress=not args.no_progress, model_bundle=bundle,
         )  # fmt: skip
     return 0
 

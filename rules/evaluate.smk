@@ -17,6 +17,7 @@ rule evaluate_zero_shot:
         out=lambda wildcards: f"{RESULTS}/eval/{wildcards.variant}/{wildcards.task}-{{mode}}.json",
         batch_size=EVALUATE["batch_size"],
         max_new_tokens=EVALUATE["max_new_tokens"],
+        likelihood_score=EVALUATE["likelihood_score"],
         seed=config["seed"],
     log:
         f"{LOGS}/evaluate_zero_shot/{{variant}}-{{task}}.log",
@@ -32,7 +33,7 @@ rule evaluate_zero_shot:
     shell:
         "ecglm evaluate --records {input.records:q} --signals {input.signals:q} --findings {input.findings:q}"
         " --task {wildcards.task} --mode {params.modes} {params.options} --batch-size {params.batch_size}"
-        " --max-new-tokens {params.max_new_tokens} --seed {params.seed} --out {params.out:q} --no-progress"
+        " --max-new-tokens {params.max_new_tokens} --likelihood-score {params.likelihood_score} --seed {params.seed} --out {params.out:q} --no-progress"
         " > {log:q} 2>&1"
 
 

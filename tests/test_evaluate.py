@@ -260,15 +260,17 @@ def test_mcq_follows_a_head_that_makes_one_letter_win(store, llm_dir):
     np.testing.assert_allclose(np.array(doc["predictions"]["probabilities"])[:, 2], p_c, atol=1e-6)
 
 
-def test_likelihood_text_only_picks_the_highest_mean_logprob(store, llm):
+@pytest.mark.parametrize("score", ["sum", "mean"])
+def test_likelihood_text_only_picks_the_phrase_with_the_highest_logprob(store, llm, score):
     model, tokenizer = llm
     doc = evaluate_zero_shot(
-        store["records"], None, None, "rhythm", "likelihood", prompt="text-only",
+        store["records"], None, None, "rhythm", "likelihood", prompt="text-only", likelihood_score=score,
         model_bundle=(TextOnlyLM(model), tokenizer, {"llm": "tiny"}), progress=False,
     )  # fmt: skip
     es = load_eval_set(store["records"], "rhythm")
     records = pl.read_parquet(store["records"]).to_dicts()
     classes = ["SR", "STACH", "SBRAD", "AFIB", "SARRH"]
+    reduce = np.sum if score == "sum" else np.mean
     for i, row in enumerate(es.rows[:3]):
         expected = []
         for code in classes:
@@ -280,10 +282,30 @@ def test_likelihood_text_only_picks_the_highest_mean_logprob(store, llm):
                 logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)  # [L, V]
             # tokens that start inside the phrase (a leading-space token starts one character before it)
             picked = [t for t, (s, e) in enumerate(enc["offset_mapping"]) if e > span.start and s < span.end and t > 0]
-            expected.append(np.mean([float(logp[t - 1, enc["input_ids"][t]]) for t in picked]))
+            expected.append(reduce([float(logp[t - 1, enc["input_ids"][t]]) for t in picked]))
         np.testing.assert_allclose(doc["predictions"]["scores"][i], expected, atol=1e-4)
         assert doc["predictions"]["predicted"][i] == "ABCDE"[int(np.argmax(expected))]
     assert doc["text_has_findings"] is False and doc["mode"] == "likelihood"
+    assert doc["scoring"] == f"log-probability of the class phrase ({score} over its tokens)"
+
+
+def test_likelihood_score_sum_and_mean_differ_where_the_phrases_differ_in_length(store, llm):
+    model, tokenizer = llm
+    docs = {
+        score: evaluate_zero_shot(
+            store["records"], None, None, "diagnostic", "likelihood", prompt="text-only", likelihood_score=score,
+            model_bundle=(TextOnlyLM(model), tokenizer, {"llm": "tiny"}), progress=False,
+        )  # fmt: skip
+        for score in ("sum", "mean")
+    }
+    # "normal" and "ST/T change" tokenise to different lengths, so the two scores are not one rescaled
+    s, m = (np.asarray(docs[k]["predictions"]["scores"]) for k in ("sum", "mean"))
+    assert not np.allclose(s - s.max(axis=1, keepdims=True), m - m.max(axis=1, keepdims=True))
+    with pytest.raises(StageError, match="likelihood-score"):
+        evaluate_zero_shot(
+            store["records"], None, None, "diagnostic", "likelihood", prompt="text-only", likelihood_score="max",
+            model_bundle=(TextOnlyLM(model), tokenizer, {"llm": "tiny"}), progress=False,
+        )  # fmt: skip
 
 
 def test_ecg_prompt_scores_match_a_manual_forward_with_the_ecg_spliced_in(store, llm, align_dir):
