@@ -97,6 +97,7 @@ class AlignConfig(StageConfig):
     max_length: int = 1024  # tokens per sample (longer texts are truncated after the <ecg> token)
     encoder_dir: str | None = None  # train-encoder output folder; null = random init (ablation)
     encoder_base_width: int = 64  # ResNet-18 width when encoder_dir is null
+    encoder_dilation: int = 1  # ResNet-18 dilation (ecglm.encoder) when encoder_dir is null
     freeze_encoder: bool = False  # train the projector only (encoder fixed, BatchNorm in eval mode)
     epochs: int = 20  # paper
     warmup_epochs: float = 4.0  # paper: 4 warm-up epochs (linear), then cosine decay to 0
@@ -129,6 +130,7 @@ class AlignConfig(StageConfig):
             ("vocab_temperature", self.vocab_temperature > 0, "> 0"),
             ("max_length", self.max_length >= 2, ">= 2"),
             ("encoder_base_width", self.encoder_base_width >= 1, ">= 1"),
+            ("encoder_dilation", self.encoder_dilation >= 1, ">= 1"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "> 0"),
@@ -392,8 +394,11 @@ def align(
                 encoder, enc_cfg = load_encoder(cfg.encoder_dir, device=str(device))
                 log.info("encoder: %s (base width %d, pretrained)", cfg.encoder_dir, enc_cfg.base_width)
             else:
-                encoder = ResNet1d18(n_classes=len(SUPERCLASSES), base_width=cfg.encoder_base_width)
-                log.info("encoder: random init, base width %d (no encoder pretraining)", cfg.encoder_base_width)
+                encoder = ResNet1d18(
+                    n_classes=len(SUPERCLASSES), base_width=cfg.encoder_base_width, dilation=cfg.encoder_dilation
+                )
+                log.info("encoder: random init, base width %d, dilation %d (no encoder pretraining)",
+                         cfg.encoder_base_width, cfg.encoder_dilation)  # fmt: skip
             model = ECGLM(
                 encoder, llm, tokenizer.convert_tokens_to_ids(ECG_TOKEN),
                 projector=cfg.projector, num_ecg_tokens=cfg.num_ecg_tokens, temperature=cfg.vocab_temperature,

@@ -115,7 +115,8 @@ def supervised_scores(
             out[sl] = logits[:, columns.to(logits.device)].double().cpu().numpy()
     identity = {
         "encoder": {"path": str(encoder_dir), "weights_sha256": sha256_file(encoder_dir / MODEL_FILE),
-                    "label_column": cfg.label_column, "classes": list(cfg.classes), "base_width": cfg.base_width},
+                    "label_column": cfg.label_column, "classes": list(cfg.classes), "base_width": cfg.base_width,
+                    "dilation": cfg.dilation},
     }  # fmt: skip
     return out, identity
 

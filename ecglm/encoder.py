@@ -27,6 +27,15 @@ says which leads are there, and the model:
    each other, the precordial ones are not); the FiLM lets the network correct the stem's response
    per subset at almost no cost.
 
+Receptive field (``dilation``). The standard ResNet-18's last layer sees 435 samples, 4.35 s of a
+100 Hz record (0.87 s at 500 Hz): a few beats. Rhythms defined by how the RR interval changes over a
+breath (sinus arrhythmia: a 3-7 s respiratory cycle) need more. ``dilation`` > 1 dilates the second k3
+convolution of every block of stages 3 and 4 (same parameters, same cost), which widens the receptive
+field (dilation 2: 627 samples; dilation 4: 1,011, the whole 10 s record at 100 Hz). Measured on the
+demo world (a ResNet-18 of width 16 trained 20 epochs on the rhythm labels): dilation 1 reached a test
+balanced accuracy of 0.76 with sinus arrhythmia never recognised (0/23, AUC 0.75); dilation 4 reached
+0.86 (9/23, AUC 0.94). ``dilation`` 1 (the default) is the standard ResNet-18.
+
 Why leads as channels: a shared single-lead trunk run over each lead and pooled over the leads would
 be naturally lead-subset invariant, but it runs the whole trunk 12 times; measured on CPU at the same
 width it costs ~18x more. Leads-as-channels with masking keeps the ResNet-18 cost and the lead
@@ -52,11 +61,12 @@ STAGE_BLOCKS = (2, 2, 2, 2)
 class BasicBlock1d(nn.Module):
     """Two k3 convs with BN and a residual connection; ``stride`` 2 halves the length."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm1d(out_ch)
-        self.conv2 = nn.Conv1d(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
+        # dilation d with padding d keeps the length: the second conv only widens the receptive field
+        self.conv2 = nn.Conv1d(out_ch, out_ch, 3, stride=1, padding=dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm1d(out_ch)
         self.downsample: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
@@ -75,16 +85,20 @@ class ResNet1d18(nn.Module):
     """ResNet-18 1D ECG encoder with a lead mask (see the module docstring).
 
     ``forward_features(x, mask) -> [B, embed_dim]``, ``forward(x, mask) -> [B, n_classes]`` logits.
-    ``embed_dim = 8 * base_width`` (512 for the standard width 64).
+    ``embed_dim = 8 * base_width`` (512 for the standard width 64). ``dilation``: of the second conv of
+    every block in stages 3 and 4 (1 = the standard ResNet-18; see the module docstring).
     """
 
-    def __init__(self, n_classes: int = 5, base_width: int = 64, n_leads: int = N_LEADS) -> None:
+    def __init__(self, n_classes: int = 5, base_width: int = 64, n_leads: int = N_LEADS, dilation: int = 1) -> None:
         super().__init__()
-        if base_width < 1 or n_classes < 1:
-            raise ValueError(f"base_width and n_classes must be >= 1, got {base_width}, {n_classes}")
+        if base_width < 1 or n_classes < 1 or dilation < 1:
+            raise ValueError(
+                f"base_width, n_classes and dilation must be >= 1, got {base_width}, {n_classes}, {dilation}"
+            )
         self.n_leads = n_leads
         self.n_classes = n_classes
         self.base_width = base_width
+        self.dilation = dilation
         widths = [base_width * 2**i for i in range(4)]  # w, 2w, 4w, 8w
         self.embed_dim = widths[-1]
 
@@ -94,8 +108,9 @@ class ResNet1d18(nn.Module):
         stages = []
         in_ch = base_width
         for i, (width, n_blocks) in enumerate(zip(widths, STAGE_BLOCKS)):
-            blocks = [BasicBlock1d(in_ch, width, stride=1 if i == 0 else 2)]
-            blocks += [BasicBlock1d(width, width) for _ in range(n_blocks - 1)]
+            d = dilation if i >= 2 else 1  # stages 3 and 4
+            blocks = [BasicBlock1d(in_ch, width, stride=1 if i == 0 else 2, dilation=d)]
+            blocks += [BasicBlock1d(width, width, dilation=d) for _ in range(n_blocks - 1)]
             stages.append(nn.Sequential(*blocks))
             in_ch = width
         self.stages = nn.Sequential(*stages)

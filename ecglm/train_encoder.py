@@ -83,6 +83,7 @@ class EncoderConfig(StageConfig):
     lead_dropout: float = 0.5  # ours: probability that a training sample loses leads
     lead_dropout_k: list[int] = field(default_factory=lambda: [1, 11])  # ours: k range (inclusive) of leads dropped
     base_width: int = 64  # ResNet-18's width (embedding = 8 x base_width = 512)
+    dilation: int = 1  # ours: of stages 3-4's second convs (1 = the standard ResNet-18; ecglm.encoder)
     seed: int = 1234
     num_workers: int = 0  # DataLoader worker processes (0 = read in the main process)
     device: str = "auto"  # auto (cuda if available), cpu, cuda
@@ -111,6 +112,7 @@ class EncoderConfig(StageConfig):
                 f"[lo, hi] with 0 <= lo <= hi <= {N_LEADS - 1}",
             ),
             ("base_width", self.base_width >= 1, ">= 1"),
+            ("dilation", self.dilation >= 1, ">= 1"),
             ("num_workers", self.num_workers >= 0, ">= 0"),
             ("device", self.device in ("auto", "cpu", "cuda"), "'auto', 'cpu' or 'cuda'"),
             ("max_train_records", self.max_train_records is None or self.max_train_records >= 1, "null or >= 1"),
@@ -285,7 +287,7 @@ def train_encoder(
     try:
         with deterministic_torch(cuda=device.type == "cuda"):
             seed_everything(cfg.seed)
-            model = ResNet1d18(n_classes=len(cfg.classes), base_width=cfg.base_width).to(device)
+            model = ResNet1d18(n_classes=len(cfg.classes), base_width=cfg.base_width, dilation=cfg.dilation).to(device)
             log.info("ResNet1d18 (base width %d): %d parameters", cfg.base_width, count_parameters(model))
             optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -412,7 +414,7 @@ def load_encoder(directory: str | os.PathLike, device: str = "cpu") -> tuple[Any
 
     directory = Path(directory)
     cfg = EncoderConfig.from_yaml(directory / CONFIG_FILE)
-    model = ResNet1d18(n_classes=len(cfg.classes), base_width=cfg.base_width)
+    model = ResNet1d18(n_classes=len(cfg.classes), base_width=cfg.base_width, dilation=cfg.dilation)
     path = directory / MODEL_FILE
     try:
         state = load_file(str(path))

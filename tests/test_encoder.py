@@ -11,10 +11,11 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ecglm.cli import main
 from ecglm.ecg_data import EcgDataset, check_store, multi_hot, random_lead_masks
-from ecglm.encoder import ResNet1d18, lead_mask_from_names
+from ecglm.encoder import ResNet1d18, count_parameters, lead_mask_from_names
 from ecglm.errors import StageError
 from ecglm.labels import SUPERCLASSES
 from ecglm.leads import LEADS
@@ -108,6 +109,36 @@ def test_shapes_for_full_dropped_and_single_lead(model: ResNet1d18) -> None:
     assert not torch.allclose(model(x, full), model(x, single))
     # any length T works (global pooling)
     assert model(torch.zeros(2, 12, 1000, dtype=torch.int16)).shape == (2, 5)
+
+
+def _last_stage_receptive_field(m: ResNet1d18, t: int = 2048) -> int:
+    """Input samples that reach the middle output position of the last stage (gradient != 0)."""
+    x = torch.zeros(1, 12, t, requires_grad=True)
+    with torch.no_grad():  # a non-zero input and weights so that no path is exactly zero
+        x += torch.randn(1, 12, t)
+    h = F.relu(m.stem_bn(m.stem_conv(x)))
+    h = m.stages(F.max_pool1d(h, kernel_size=3, stride=2, padding=1))  # [1, 8w, ~t/32]
+    h[0, :, h.shape[2] // 2].sum().backward()
+    hit = torch.nonzero(x.grad[0].abs().sum(dim=0)).flatten()
+    return int(hit.max() - hit.min() + 1)
+
+
+def test_dilation_widens_the_receptive_field_at_the_same_parameters() -> None:
+    torch.manual_seed(0)
+    plain, dilated = ResNet1d18(base_width=4), ResNet1d18(base_width=4, dilation=4)
+    for m in (plain, dilated):  # non-zero residual branches (bn2 starts at 0)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        m.eval()
+    assert count_parameters(plain) == count_parameters(dilated)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in dilated.state_dict().items()}
+    assert _last_stage_receptive_field(plain) <= 435  # the standard ResNet-18: 435 samples
+    assert 900 <= _last_stage_receptive_field(dilated) <= 1011  # dilation 4: 1,011 samples
+    x = torch.randint(-2000, 2000, (2, 12, 1000), dtype=torch.int16)
+    assert dilated.forward_features(x).shape == plain.forward_features(x).shape == (2, 32)
+    with pytest.raises(ValueError, match="dilation"):
+        ResNet1d18(dilation=0)
 
 
 def test_masked_leads_have_no_influence(model: ResNet1d18) -> None:
@@ -304,6 +335,17 @@ def test_config_round_trips_and_load_encoder_reproduces_predictions(trained) -> 
 
     auc = np.mean([roc_auc_score(targets[rows, j], probs[:, j]) for j in range(5)])
     assert auc == pytest.approx(metrics["test"]["I"]["macro_auc"], abs=1e-6)
+
+
+def test_load_encoder_rebuilds_the_saved_dilation(trained, tmp_path: Path) -> None:
+    _, _, out, _ = trained
+    (tmp_path / MODEL_FILE).write_bytes((out / MODEL_FILE).read_bytes())  # same tensor shapes at any dilation
+    (tmp_path / CONFIG_FILE).write_text((out / CONFIG_FILE).read_text().replace("dilation: 1", "dilation: 4"))
+    model, cfg = load_encoder(tmp_path)
+    assert cfg.dilation == 4 and model.dilation == 4
+    assert model.stages[3][1].conv2.dilation == (4,) and model.stages[1][1].conv2.dilation == (1,)
+    with pytest.raises(StageError, match="dilation must be >= 1"):
+        EncoderConfig().with_overrides(["dilation=0"])
 
 
 def test_load_encoder_rejects_mismatched_weights(trained, tmp_path: Path) -> None:

@@ -484,16 +484,17 @@ def test_the_pipeline_encoder_is_rebuilt_from_the_saved_config(llm, tmp_path):
 
     model, tokenizer = llm
     torch.manual_seed(0)
-    ecglm_model = ECGLM(ResNet1d18(n_classes=5, base_width=4), model, tokenizer.convert_tokens_to_ids(ECG_TOKEN))
+    encoder = ResNet1d18(n_classes=5, base_width=4, dilation=2)
+    ecglm_model = ECGLM(encoder, model, tokenizer.convert_tokens_to_ids(ECG_TOKEN))
     assert ecglm_model.feature_dim == 32
     config = json.loads((ecglm_model.save(tmp_path / "aligned") / "config.json").read_text())
     assert config["encoder"] == {
         "feature_dim": 32, "target": "ecglm.encoder:ResNet1d18",
-        "kwargs": {"n_classes": 5, "base_width": 4, "n_leads": 12},
+        "kwargs": {"n_classes": 5, "base_width": 4, "n_leads": 12, "dilation": 2},
     }
     torch.manual_seed(1)
     loaded = ECGLM.load(tmp_path / "aligned", model).eval()
-    assert isinstance(loaded.encoder, ResNet1d18)
+    assert isinstance(loaded.encoder, ResNet1d18) and loaded.encoder.dilation == 2
     batch = batch_of(tokenizer, [SHORT, SHORT])
     microvolts = signals(2) * 1000  # [2, 12, T]
     lead_mask = torch.ones(2, N_LEADS, dtype=torch.bool)
