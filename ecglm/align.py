@@ -13,12 +13,17 @@ gradient accumulation, bf16 autocast on CUDA, validation loss, checkpoints, and 
     OUT/log.jsonl           one JSON line per optimizer step (step, epoch, lr, train_loss, n_tokens,
                             val_loss where evaluated) and events ({"event": "resumed", ...})
 
+Learning rates: the projector's peak is ``lr``, the encoder's ``lr * encoder_lr_scale`` (the paper: one lr,
+scale 1; above 1 the encoder learns faster from the reports what its diagnostic pretraining never needed,
+such as the beat-to-beat variation of sinus arrhythmia, and forgets more of its diagnostic features).
+
 Loss: the next-token cross-entropy of the labelled tokens (report and lead descriptions), averaged over
 ALL labelled tokens of the optimizer step (every micro-batch of every process), so the gradient does not
 depend on how a step is split into micro-batches or processes.
 
-Data order: epoch ``e`` visits ``permutation(seed, e)`` of the training samples; optimizer step ``s``
-of the epoch takes the ``G = batch_size * grad_accum * world_size`` samples at positions
+Data order: epoch ``e`` visits ``permutation(seed, e)`` of the training samples (with
+``balance_tasks``, ``n`` class-balanced draws with replacement instead: :mod:`ecglm.sample_balance`,
+whose labels come from ``--records``); optimizer step ``s`` of the epoch takes the ``G = batch_size * grad_accum * world_size`` samples at positions
 ``[s*G, (s+1)*G)`` (the ``n mod G`` left over are skipped that epoch; a different set each epoch).
 Within a step, micro-batch ``m`` of process ``r`` is the slice ``m * world_size + r`` of ``batch_size``
 samples, so one process with ``grad_accum * world_size`` micro-batches sees the same micro-batches
@@ -99,6 +104,10 @@ class AlignConfig(StageConfig):
     encoder_base_width: int = 64  # ResNet-18 width when encoder_dir is null
     encoder_dilation: int = 1  # ResNet-18 dilation (ecglm.encoder) when encoder_dir is null
     freeze_encoder: bool = False  # train the projector only (encoder fixed, BatchNorm in eval mode)
+    encoder_lr_scale: float = 1.0  # the encoder's peak lr is lr x this (the projector's is lr); paper: one lr
+    balance_tasks: list[str] = dataclasses.field(default_factory=list)  # tasks whose classes balance the
+    # training draws (ecglm.sample_balance; needs --records); [] = every sample once per epoch (the paper)
+    balance_power: float = 1.0  # 1: each class drawn equally often; 0: the data's frequencies
     epochs: int = 20  # paper
     warmup_epochs: float = 4.0  # paper: 4 warm-up epochs (linear), then cosine decay to 0
     lr: float = 1e-4  # paper (peak)
@@ -122,6 +131,7 @@ class AlignConfig(StageConfig):
         """Raise StageError naming the first field whose value is out of range."""
         from ecglm.llm import DTYPES
         from ecglm.multimodal import PROJECTORS
+        from ecglm.prompts import TASKS
 
         checks: list[tuple[str, bool, str]] = [
             ("dtype", self.dtype in DTYPES, f"one of {DTYPES}"),
@@ -131,6 +141,10 @@ class AlignConfig(StageConfig):
             ("max_length", self.max_length >= 2, ">= 2"),
             ("encoder_base_width", self.encoder_base_width >= 1, ">= 1"),
             ("encoder_dilation", self.encoder_dilation >= 1, ">= 1"),
+            ("encoder_lr_scale", self.encoder_lr_scale > 0 and math.isfinite(self.encoder_lr_scale), "> 0"),
+            ("balance_tasks", all(t in TASKS for t in self.balance_tasks)
+             and len(set(self.balance_tasks)) == len(self.balance_tasks), f"distinct tasks of {sorted(TASKS)}"),
+            ("balance_power", 0 <= self.balance_power <= 1, "in [0, 1]"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "> 0"),
@@ -162,11 +176,17 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The training order of epoch ``epoch``: a permutation of ``range(n)``, a pure function of (seed, epoch)."""
+def epoch_order(n: int, seed: int, epoch: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """The training order of epoch ``epoch``, a pure function of (seed, epoch, weights): a permutation of
+    ``range(n)``, or with ``weights`` [n] (draw probabilities, :mod:`ecglm.sample_balance`) ``n`` draws
+    with replacement."""
     from ecglm.seeding import stream_seed
 
     rng = np.random.default_rng(np.random.SeedSequence([stream_seed(seed, "shuffle"), int(epoch)]))
+    if weights is not None:
+        if len(weights) != n:
+            raise ValueError(f"{len(weights)} weights for {n} samples")
+        return rng.choice(n, size=n, replace=True, p=weights).astype(np.int64)  # [n]
     return rng.permutation(n).astype(np.int64)  # [n]
 
 
@@ -338,6 +358,7 @@ def align(
     *,
     progress: bool = True,
     threads: int | None = None,
+    records: str | os.PathLike | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any] | None:
     """Train encoder + projector against the frozen LLM; write OUT (module docstring) on rank 0.
@@ -365,6 +386,8 @@ def align(
 
     if not cfg.llm:
         raise StageError("align config: llm must name the base LLM (a folder or a Hub id): --set llm=PATH")
+    if cfg.balance_tasks and records is None:
+        raise StageError(f"align config: balance_tasks {cfg.balance_tasks} needs the records table (--records)")
     pairs_dir, signals, out_dir = Path(pairs_dir), Path(signals), Path(out_dir)
     resume_dir = Path(resume_dir) if resume_dir is not None else None
     open_signals(signals)  # fail early on a bad array
@@ -425,6 +448,16 @@ def align(
             val_set = PairsDataset(pairs_dir, "val", signals, tokenizer, cfg.max_length, num_ecg_tokens=cfg.num_ecg_tokens)
             if len(train_set) == 0:
                 raise StageError(f"{pairs_dir / 'train'}: no training sample")
+            draw_weights, draw_shares = None, {}
+            if cfg.balance_tasks:
+                from ecglm.sample_balance import balanced_weights, group_shares, sample_classes
+
+                groups = [sample_classes(records, train_set.ecg_ids, t) for t in cfg.balance_tasks]
+                draw_weights = balanced_weights(groups, cfg.balance_power)  # [n_train]
+                draw_shares = {t: group_shares(g, draw_weights) for t, g in zip(cfg.balance_tasks, groups)}
+                for t, shares in draw_shares.items():
+                    log.info("balanced draws (power %g): %s shares %s", cfg.balance_power, t,
+                             ", ".join(f"{g} {v:.3f}" for g, v in shares.items()))  # fmt: skip
             collator = PairsCollator(tokenizer.pad_token_id)
             world, rank = dist_info.world_size, dist_info.rank
             global_batch = cfg.batch_size * cfg.grad_accum * world
@@ -441,7 +474,12 @@ def align(
                      cfg.grad_accum, world, steps_per_epoch, total_steps, warmup_steps)  # fmt: skip
 
             # -- optimizer and schedule
-            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            encoder_ids = {id(p) for p in model.encoder.parameters()}
+            groups_lr = [
+                {"params": [p for p in params if id(p) in encoder_ids], "lr": cfg.lr * cfg.encoder_lr_scale},
+                {"params": [p for p in params if id(p) not in encoder_ids], "lr": cfg.lr},
+            ]
+            optimizer = torch.optim.AdamW([g for g in groups_lr if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
             scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lambda s: lr_factor(s, total_steps, warmup_steps)
             )
@@ -523,7 +561,7 @@ def align(
             try:
                 while step < total_steps:
                     epoch, pos = divmod(step, steps_per_epoch)
-                    order = epoch_order(len(train_set), cfg.seed, epoch)
+                    order = epoch_order(len(train_set), cfg.seed, epoch, draw_weights)
                     steps_here = min(steps_per_epoch, total_steps - epoch * steps_per_epoch) - pos
                     sampler = [
                         mb
@@ -551,7 +589,7 @@ def align(
                         train_loss = loss_total / n_step if n_step else float("nan")
                         if not math.isfinite(train_loss):
                             raise StageError(f"alignment diverged: loss {train_loss} at step {step + 1} (lr {cfg.lr}); lower lr")
-                        lr_now = optimizer.param_groups[0]["lr"]
+                        lr_now = optimizer.param_groups[-1]["lr"]  # the projector's (the encoder's x encoder_lr_scale)
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
@@ -612,6 +650,7 @@ def align(
             "llm": cfg.llm,
             "pairs": str(pairs_dir),
             "signals": str(signals),
+            "balanced_draws": draw_shares,  # per balanced task: each class's share of the training draws
         }
         model.save(out_dir)
         write_text_atomic(out_dir / CONFIG_FILE, cfg.to_yaml())
@@ -697,6 +736,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "ambiguous abbreviation of its --signals-to-handle")  # fmt: skip
     p.add_argument("--out", required=True, type=Path,
                    help="output folder: model.safetensors, config.json, config.yaml, metrics.json, log.jsonl")  # fmt: skip
+    p.add_argument("--records", type=Path, default=None,
+                   help="records.parquet written by `ecglm prepare`: the class labels that balance_tasks balances "
+                        "(required when balance_tasks is set)")  # fmt: skip
     p.add_argument("--resume-dir", type=Path, default=None,
                    help="folder for resume checkpoints, OUTSIDE --out (e.g. results/{run}/.resume/align/{variant}); "
                         "a rerun resumes from it; removed after a successful end (default: no checkpoints)")  # fmt: skip
@@ -714,5 +756,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = cfg.with_overrides(args.overrides)
     if args.threads is not None and args.threads < 1:
         raise StageError(f"--threads must be >= 1, got {args.threads}")
-    align(cfg, args.pairs, args.signals, args.out, args.resume_dir, progress=not args.no_progress, threads=args.threads)
+    align(
+        cfg, args.pairs, args.signals, args.out, args.resume_dir,
+        progress=not args.no_progress, threads=args.threads, records=args.records,
+    )  # fmt: skip
     return 0

@@ -29,7 +29,7 @@ from ecglm.leads import N_LEADS
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("sample_id", "signal_row", "lead_mask", "text", "target_spans")
+COLUMNS = ("sample_id", "ecg_id", "signal_row", "lead_mask", "text", "target_spans")
 
 
 def shard_files(pairs_dir: str | os.PathLike, split: str) -> list[Path]:
@@ -72,6 +72,7 @@ class PairsDataset:
             frames.append(pl.read_parquet(path, columns=list(COLUMNS)))
         table = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
         self.sample_ids: list[str] = table["sample_id"].to_list()
+        self.ecg_ids: list[int] = table["ecg_id"].to_list()  # [M] the ECG of each sample (records.parquet)
         self.texts: list[str] = table["text"].to_list()
         self.spans: list[list[dict]] = table["target_spans"].to_list()
         rows = table["signal_row"].to_numpy().astype(np.int64)  # [M]

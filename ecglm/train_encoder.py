@@ -288,7 +288,8 @@ def train_encoder(
         with deterministic_torch(cuda=device.type == "cuda"):
             seed_everything(cfg.seed)
             model = ResNet1d18(n_classes=len(cfg.classes), base_width=cfg.base_width, dilation=cfg.dilation).to(device)
-            log.info("ResNet1d18 (base width %d): %d parameters", cfg.base_width, count_parameters(model))
+            log.info("ResNet1d18 (base width %d, dilation %d): %d parameters", cfg.base_width, cfg.dilation,
+                     count_parameters(model))  # fmt: skip
             optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
             loader_kw: dict[str, Any] = dict(

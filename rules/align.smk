@@ -37,6 +37,7 @@ rule align_model:
     input:
         pairs=lambda wildcards: pairs_dir(wildcards.variant),
         signals=f"{RESULTS}/data/signals_{FS}.npy",
+        records=f"{RESULTS}/data/records.parquet",
         llm=LLM_INPUT,
         encoder=lambda wildcards: (
             [f"{RESULTS}/encoder/pretrained/model.safetensors"]
@@ -63,5 +64,5 @@ rule align_model:
         runtime=RESOURCES["runtime_min"],
         gpu=RESOURCES["gpus"],
     shell:
-        align_launcher() + " align --pairs {input.pairs:q} --signals-npy {input.signals:q} --out {params.out:q}"
-        " --resume-dir {params.resume:q} --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"
+        align_launcher() + " align --pairs {input.pairs:q} --signals-npy {input.signals:q} --records {input.records:q}"
+        " --out {params.out:q} --resume-dir {params.resume:q} --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"

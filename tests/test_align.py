@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -79,7 +80,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
         writers[split].add(sample_rows(row, Expansion(copies=1, drop_k=(4,)), seed=7))
     for w in writers.values():
         w.close()
-    return {"llm": llm, "pairs": root / "pairs", "signals": root / "signals_100.npy"}
+    rhythms = [["SR"], ["SR"], ["AFIB"], ["SR"], ["SR", "SARRH"], ["SR"], ["SR"], ["AFIB"], []]
+    pl.DataFrame({"ecg_id": list(range(1, n_ecg + 1)), "rhythm": rhythms}).write_parquet(root / "records.parquet")
+    return {"llm": llm, "pairs": root / "pairs", "signals": root / "signals_100.npy", "records": root / "records.parquet"}
 
 
 def config(world, **kw) -> AlignConfig:
@@ -205,10 +208,14 @@ def test_short_run_lowers_the_loss_writes_outputs_and_leaves_the_llm_untouched(w
         assert torch.equal(v, tensors[k]), k
 
 
-def test_resume_after_interruption_ends_bit_identical(world, tmp_path):
+@pytest.mark.parametrize("balanced", [False, True], ids=["permutation", "balanced-draws"])
+def test_resume_after_interruption_ends_bit_identical(world, tmp_path, balanced):
     cfg = config(world, epochs=3, checkpoint_every=2)  # 12 samples / global batch 4 = 3 steps/epoch, 9 steps
+    if balanced:
+        cfg = config(world, epochs=3, checkpoint_every=2, balance_tasks=["rhythm"], encoder_lr_scale=3.0)
+    kw = dict(progress=False, threads=1, records=world["records"])
     ref = tmp_path / "ref"
-    align(cfg, world["pairs"], world["signals"], ref, tmp_path / "ref-resume", progress=False, threads=1)
+    align(cfg, world["pairs"], world["signals"], ref, tmp_path / "ref-resume", **kw)
     assert not (tmp_path / "ref-resume").exists()  # removed after a successful end
 
     out, resume = tmp_path / "out", tmp_path / "resume"
@@ -221,13 +228,13 @@ def test_resume_after_interruption_ends_bit_identical(world, tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        align(cfg, world["pairs"], world["signals"], out, resume, progress=False, threads=1, on_step=kill_at_5)
+        align(cfg, world["pairs"], world["signals"], out, resume, on_step=kill_at_5, **kw)
     assert (resume / "latest").read_text().strip() == "step-00000004"
     assert not (out / "model.safetensors").exists()
     state = torch.load(resume / "step-00000004" / "state.pt", weights_only=True)
     assert state["step"] == 4 and state["epoch"] == 1 and state["position"] == 1  # next: epoch 1 (0-based), step 1 of 3
 
-    align(cfg, world["pairs"], world["signals"], out, resume, progress=False, threads=1)
+    align(cfg, world["pairs"], world["signals"], out, resume, **kw)
     assert (out / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
     lines = log_lines(out)
     assert [e for e in lines if "event" in e] == [{"event": "resumed", "step": 4, "from": str(resume / "step-00000004")}]
@@ -235,6 +242,59 @@ def test_resume_after_interruption_ends_bit_identical(world, tmp_path):
     assert [e["train_loss"] for e in lines if "event" not in e] == [e["train_loss"] for e in log_lines(ref)]
     assert json.loads((out / "metrics.json").read_text())["resumed"] is True
     assert not resume.exists()
+
+
+def test_balanced_draws_follow_the_records_labels(world, tmp_path):
+    cfg = config(world, epochs=2, balance_tasks=["rhythm"])
+    with pytest.raises(StageError, match="balance_tasks.*--records"):
+        align(cfg, world["pairs"], world["signals"], tmp_path / "none", progress=False)
+    out = tmp_path / "out"
+    metrics = align(cfg, world["pairs"], world["signals"], out, progress=False, threads=1, records=world["records"])
+    # train ECGs 1-6: SR x4 (ids 1 2 4 6), AFIB (3), SR+SARRH (5: two classes, so "other"); 2 samples each
+    assert metrics["balanced_draws"]["rhythm"] == pytest.approx({"SR": 1 / 3, "AFIB": 1 / 3, "other": 1 / 3})
+    assert json.loads((out / "metrics.json").read_text())["balanced_draws"] == metrics["balanced_draws"]
+    assert AlignConfig.from_yaml(out / "config.yaml").balance_tasks == ["rhythm"]
+    plain = align(config(world, epochs=2), world["pairs"], world["signals"], tmp_path / "plain", progress=False, threads=1)
+    assert plain["balanced_draws"] == {}
+    assert (out / "model.safetensors").read_bytes() != (tmp_path / "plain" / "model.safetensors").read_bytes()
+    with pytest.raises(StageError, match="balance_tasks"):
+        config(world, balance_tasks=["rhythm", "rhythm"])
+    with pytest.raises(StageError, match="balance_tasks"):
+        config(world, balance_tasks=["beats"])
+    with pytest.raises(StageError, match="balance_power"):
+        config(world, balance_power=2.0)
+
+
+def saved_encoder(folder: Path):
+    """A random width-4 encoder saved as a train-encoder folder (model.safetensors + config.yaml)."""
+    from ecglm.encoder import ResNet1d18
+    from ecglm.train_encoder import EncoderConfig
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    torch.manual_seed(0)
+    encoder = ResNet1d18(n_classes=5, base_width=4)
+    save_file(encoder.state_dict(), str(folder / "model.safetensors"))
+    (folder / "config.yaml").write_text(EncoderConfig(base_width=4).to_yaml())
+    return encoder
+
+
+def test_encoder_lr_scale_sets_the_encoders_step_size(world, tmp_path):
+    enc_dir = tmp_path / "encoder"
+    encoder = saved_encoder(enc_dir)
+    moved = {}
+    for scale in (1e-9, 1.0, 10.0):
+        out = tmp_path / f"s{scale}"
+        align(config(world, epochs=1, encoder_dir=str(enc_dir), encoder_lr_scale=scale), world["pairs"],
+              world["signals"], out, progress=False, threads=1)  # fmt: skip
+        saved = load_file(str(out / "model.safetensors"))
+        moved[scale] = max(float((saved[f"encoder.{k}"] - p.detach()).abs().max()) for k, p in encoder.named_parameters())
+        assert any(k.startswith("projector.") for k in saved)
+    # AdamW moves each weight by about lr x scale per step (3 steps of lr <= 3e-3 here)
+    assert moved[1e-9] < 1e-9 < moved[1.0] < moved[10.0]
+    assert [e["lr"] for e in log_lines(tmp_path / "s10.0")] == [e["lr"] for e in log_lines(tmp_path / "s1.0")]  # the projector's
+    with pytest.raises(StageError, match="encoder_lr_scale"):
+        config(world, encoder_lr_scale=0.0)
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(world, tmp_path):
@@ -293,17 +353,8 @@ def test_gradient_checkpointing_recomputes_the_llm_and_trains_the_same(world, tm
 
 
 def test_freeze_encoder_trains_the_projector_only(world, tmp_path):
-    from ecglm.encoder import ResNet1d18
-    from ecglm.train_encoder import EncoderConfig
-
-    enc_dir = tmp_path / "encoder"  # a train-encoder folder: model.safetensors + config.yaml
-    enc_dir.mkdir()
-    torch.manual_seed(0)
-    encoder = ResNet1d18(n_classes=5, base_width=4)
-    from safetensors.torch import save_file
-
-    save_file(encoder.state_dict(), str(enc_dir / "model.safetensors"))
-    (enc_dir / "config.yaml").write_text(EncoderConfig(base_width=4).to_yaml())
+    enc_dir = tmp_path / "encoder"
+    encoder = saved_encoder(enc_dir)
     saved = {}
     for name, steps in (("one", 1), ("six", None)):
         out = tmp_path / name

@@ -11,7 +11,6 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ecglm.cli import main
 from ecglm.ecg_data import EcgDataset, check_store, multi_hot, random_lead_masks
@@ -112,12 +111,18 @@ def test_shapes_for_full_dropped_and_single_lead(model: ResNet1d18) -> None:
 
 
 def _last_stage_receptive_field(m: ResNet1d18, t: int = 2048) -> int:
-    """Input samples that reach the middle output position of the last stage (gradient != 0)."""
+    """Input samples that reach the middle output position of the last stage (gradient != 0), measured
+    through ``forward_features`` (a forward hook keeps the last stage's output before the pooling)."""
     x = torch.zeros(1, 12, t, requires_grad=True)
     with torch.no_grad():  # a non-zero input and weights so that no path is exactly zero
-        x += torch.randn(1, 12, t)
-    h = F.relu(m.stem_bn(m.stem_conv(x)))
-    h = m.stages(F.max_pool1d(h, kernel_size=3, stride=2, padding=1))  # [1, 8w, ~t/32]
+        x += 1000 * torch.randn(1, 12, t)
+    kept: list[torch.Tensor] = []
+    handle = m.stages.register_forward_hook(lambda _module, _inputs, output: kept.append(output))
+    try:
+        m.forward_features(x)
+    finally:
+        handle.remove()
+    (h,) = kept  # [1, 8w, ~t/32]
     h[0, :, h.shape[2] // 2].sum().backward()
     hit = torch.nonzero(x.grad[0].abs().sum(dim=0)).flatten()
     return int(hit.max() - hit.min() + 1)
