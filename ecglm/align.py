@@ -23,11 +23,12 @@ depend on how a step is split into micro-batches or processes.
 
 Data order: epoch ``e`` visits ``permutation(seed, e)`` of the training samples (with
 ``balance_tasks``, ``n`` class-balanced draws with replacement instead: :mod:`ecglm.sample_balance`,
-whose labels come from ``--records``); optimizer step ``s`` of the epoch takes the ``G = batch_size * grad_accum * world_size`` samples at positions
-``[s*G, (s+1)*G)`` (the ``n mod G`` left over are skipped that epoch; a different set each epoch).
-Within a step, micro-batch ``m`` of process ``r`` is the slice ``m * world_size + r`` of ``batch_size``
-samples, so one process with ``grad_accum * world_size`` micro-batches sees the same micro-batches
-(the same BatchNorm batches) as ``world_size`` processes with ``grad_accum`` each.
+whose labels come from ``--records``); optimizer step ``s`` of the epoch takes the
+``G = batch_size * grad_accum * world_size`` samples at positions ``[s*G, (s+1)*G)`` (the ``n mod G``
+left over are skipped that epoch; a different set each epoch). Within a step, micro-batch ``m`` of
+process ``r`` is the slice ``m * world_size + r`` of ``batch_size`` samples, so one process with
+``grad_accum * world_size`` micro-batches sees the same micro-batches (the same BatchNorm batches) as
+``world_size`` processes with ``grad_accum`` each.
 **Global batch = batch_size x grad_accum x world_size.** The paper gives batch 12 and accumulation 8
 on 2 A100s without saying whether 12 is per GPU; our default is a global batch of 96 on one process,
 so under ``torchrun --nproc-per-node 2`` set ``grad_accum=4`` to keep 96.
@@ -475,11 +476,12 @@ def align(
 
             # -- optimizer and schedule
             encoder_ids = {id(p) for p in model.encoder.parameters()}
-            groups_lr = [
+            param_groups = [  # the encoder's (empty when frozen), then the projector's (always last)
                 {"params": [p for p in params if id(p) in encoder_ids], "lr": cfg.lr * cfg.encoder_lr_scale},
                 {"params": [p for p in params if id(p) not in encoder_ids], "lr": cfg.lr},
             ]
-            optimizer = torch.optim.AdamW([g for g in groups_lr if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
+            param_groups = [g for g in param_groups if g["params"]]
+            optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
             scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lambda s: lr_factor(s, total_steps, warmup_steps)
             )
