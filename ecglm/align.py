@@ -132,7 +132,7 @@ class AlignConfig(StageConfig):
         """Raise StageError naming the first field whose value is out of range."""
         from ecglm.llm import DTYPES
         from ecglm.multimodal import PROJECTORS
-        from ecglm.prompts import TASKS
+        from ecglm.prompts import TASKS, distinct_tasks
 
         checks: list[tuple[str, bool, str]] = [
             ("dtype", self.dtype in DTYPES, f"one of {DTYPES}"),
@@ -143,8 +143,7 @@ class AlignConfig(StageConfig):
             ("encoder_base_width", self.encoder_base_width >= 1, ">= 1"),
             ("encoder_dilation", self.encoder_dilation >= 1, ">= 1"),
             ("encoder_lr_scale", self.encoder_lr_scale > 0 and math.isfinite(self.encoder_lr_scale), "> 0"),
-            ("balance_tasks", all(t in TASKS for t in self.balance_tasks)
-             and len(set(self.balance_tasks)) == len(self.balance_tasks), f"distinct tasks of {sorted(TASKS)}"),
+            ("balance_tasks", distinct_tasks(self.balance_tasks), f"distinct tasks of {sorted(TASKS)}"),
             ("balance_power", 0 <= self.balance_power <= 1, "in [0, 1]"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"),
@@ -453,7 +452,7 @@ def align(
             if cfg.balance_tasks:
                 from ecglm.sample_balance import balanced_weights, group_shares, sample_classes
 
-                groups = [sample_classes(records, train_set.ecg_ids, t) for t in cfg.balance_tasks]
+                groups = sample_classes(records, train_set.ecg_ids, cfg.balance_tasks)
                 draw_weights = balanced_weights(groups, cfg.balance_power)  # [n_train]
                 draw_shares = {t: group_shares(g, draw_weights) for t, g in zip(cfg.balance_tasks, groups)}
                 for t, shares in draw_shares.items():

@@ -25,7 +25,7 @@ from ecglm.errors import StageError
 from ecglm.evaluate import (
     TASK_LABEL_COLUMNS,
     EvalSet,
-    _read_records,
+    read_records,
     _read_signals,
     load_eval_set,
     predictions_from_scores,
@@ -46,7 +46,7 @@ def training_class_counts(records: str | os.PathLike, task: str) -> dict[str, in
     """ECGs per class (option order) among the ``train``-split ECGs with exactly one of ``task``'s classes."""
     records = Path(records)
     column = TASK_LABEL_COLUMNS[task]
-    table = _read_records(records, ["split", column])
+    table = read_records(records, ["split", column])
     labels = [lab for lab, split in zip(table[column].to_list(), table["split"].to_list()) if split == "train"]
     _, y, _, _ = single_class_index(labels, task_classes(task))
     return {code: int((y == j).sum()) for j, code in enumerate(task_classes(task))}
@@ -151,7 +151,7 @@ def evaluate_baseline(
             raise StageError("--kind supervised needs --encoder (a `ecglm train-encoder` folder) and --signals")
         from ecglm.ecg_data import check_store
 
-        check_store(records, _read_records(Path(records), ["ecg_id"]).height, signals)
+        check_store(records, read_records(Path(records), ["ecg_id"]).height, signals)
         scores, identity = supervised_scores(encoder, signals, eval_set, batch_size=batch_size, device=device, progress=progress)
         y_pred, probs = predictions_from_scores(scores)
         scoring = "argmax of the supervised ResNet-18's logits over the task's five classes (probabilities: softmax)"

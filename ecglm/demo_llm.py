@@ -15,17 +15,19 @@ The corpus (one document per item, training split only; all wording from :mod:`e
   nothing (the report's prior, mostly "sinus rhythm"), and the aligned model never shows it that token;
 - ``key_training``: the same template with only one key word of the ECG's class in the slot
   (:func:`key_word`; the task drawn per ECG among ``key_training_tasks``, default rhythm and
-  diagnostic): what one
-  projected ECG token can say. The slot findings name every lead, which one token cannot; with these
-  documents the right key word is the best single word in the slot (measured with
-  ``bench/probe_alignment.py``: mean loss over the alignment targets 0.477 with the right rhythm word,
-  0.781 with a wrong one);
+  diagnostic): what one projected ECG token can say. The slot findings name every lead, which one
+  token cannot; with these documents the right key word is the best single word in the slot (measured
+  with ``bench/probe_alignment.py``: mean loss over the alignment targets 0.477 with the right rhythm
+  word, 0.781 with a wrong one). With ``key_slot: all`` the slot holds the key words of every task of
+  ``key_training_tasks`` instead, in that order ("bradycardia infarction"): what
+  ``align.num_ecg_tokens: 2`` can say, one word per token (:func:`key_words`);
 - ``mcq_slot`` / ``mcq_slot_findings`` / ``mcq_text`` / ``mcq_key``: the zero-shot multiple-choice prompt
   of each task for which the ECG has exactly one of the task's classes, followed by the correct answer
   letter; the findings stand in the slot (``slot``), in the slot and in the findings list
   (``slot_findings``), only in the findings list without an ECG sentence (``text``), or the slot holds
   only the key word of the answer's class (``key``, :func:`key_word`: what a single projected ECG token
-  can say; its likelihood sentence has the key word in the slot too). The options
+  can say; with ``key_slot: all``, the ECG's key words as in its ``key_training`` document, so the
+  question teaches which word answers which task; its likelihood sentence has the same slot). The options
   keep the evaluation's fixed A-E order; instead the questions are resampled per class (every class of
   a task the same number of items) so that the letters are balanced and "always A" is not a solution;
 - ``likelihood`` / ``likelihood_key``: the `likelihood` scoring sentence ("... The ECG report indicates
@@ -81,6 +83,7 @@ from ecglm.prompts import (
     Patient,
     answer_text,
     clean_phrase,
+    distinct_tasks,
     general_description,
     likelihood_text,
     training_text,
@@ -104,6 +107,9 @@ LEAD_COLUMNS = tuple(f"lead_{lead}" for lead in LEADS)
 MCQ_VARIANTS: tuple[str, ...] = ("slot", "slot_findings", "text", "key")
 #: Document kinds of the corpus.
 KINDS: tuple[str, ...] = ("slot_training", "key_training", *(f"mcq_{v}" for v in MCQ_VARIANTS), "likelihood", "likelihood_key")
+
+#: What the slot of the key documents holds (:attr:`DemoLLMConfig.key_slot`).
+KEY_SLOTS: tuple[str, ...] = ("one", "all")
 
 CONFIG_FILE = "demo_llm_config.yaml"
 
@@ -129,6 +135,11 @@ class DemoLLMConfig(StageConfig):
     #: The tasks whose class key word may stand alone in the slot of an ECG's ``key_training`` document
     #: (one task per ECG, drawn among those of which it has exactly one class; [] = no such documents).
     key_training_tasks: list[str] = field(default_factory=lambda: ["rhythm", "diagnostic"])
+    #: What the slot of a ``key_training`` document and of a ``key`` question holds: ``one``, one key word
+    #: (of a task drawn per ECG among ``key_training_tasks``; of a question, the asked task's); ``all``, the
+    #: key words of every task of ``key_training_tasks`` the ECG has exactly one class of, in that order
+    #: (what ``align.num_ecg_tokens`` equal to their number can say, one word per token).
+    key_slot: str = "one"
     #: BPE vocabulary size, special tokens and the 256 byte symbols included.
     vocab_size: int = 2048
     hidden_size: int = 128
@@ -180,9 +191,10 @@ class DemoLLMConfig(StageConfig):
         unknown = [v for v in self.mcq_variants if v not in MCQ_VARIANTS]
         if unknown or len(set(self.mcq_variants)) != len(self.mcq_variants):
             problems.append(f"mcq_variants must be distinct values of {list(MCQ_VARIANTS)}, got {list(self.mcq_variants)}")
-        bad_tasks = [t for t in self.key_training_tasks if t not in TASKS]
-        if bad_tasks or len(set(self.key_training_tasks)) != len(self.key_training_tasks):
+        if not distinct_tasks(self.key_training_tasks):
             problems.append(f"key_training_tasks must be distinct tasks of {sorted(TASKS)}, got {list(self.key_training_tasks)}")
+        if self.key_slot not in KEY_SLOTS:
+            problems.append(f"key_slot must be one of {list(KEY_SLOTS)}, got {self.key_slot!r}")
         if self.check_task not in TASKS:
             problems.append(f"check_task must be one of {sorted(TASKS)}, got {self.check_task!r}")
         if not 0 <= self.check_min_balanced_accuracy <= 1:
@@ -279,12 +291,29 @@ def key_word(task: str, code: str) -> str:
     return max(reversed(candidates), key=len)
 
 
-def mcq_prompt(row: Mapping, task: str, variant: str, code: str | None = None) -> str:
+def key_words(row: Mapping, tasks: Sequence[str]) -> list[str]:
+    """The key words (:func:`key_word`) of the ECG's class in each of ``tasks`` of which it has exactly
+    one class, in the order of ``tasks``."""
+    codes = [(t, task_class(row.get(TASK_LABEL_COLUMNS[t]), t)) for t in tasks]
+    return [key_word(t, code) for t, code in codes if code is not None]
+
+
+def key_slot(row: Mapping, task: str, code: str, slot_tasks: Sequence[str] = ()) -> str:
+    """What the slot of a ``key`` question of ``task`` (answer ``code``) holds: the ECG's key words of
+    ``slot_tasks`` (:func:`key_words`; ``key_slot: all``) when ``task`` is one of them and ``code`` is the
+    ECG's class, else ``code``'s key word alone."""
+    if task in slot_tasks and task_class(row.get(TASK_LABEL_COLUMNS[task]), task) == code:
+        return " ".join(key_words(row, slot_tasks))
+    return key_word(task, code)
+
+
+def mcq_prompt(row: Mapping, task: str, variant: str, code: str | None = None, slot_tasks: Sequence[str] = ()) -> str:
     """The zero-shot question of ``task`` for an ECG, ending in the answer stem (no answer).
 
     ``variant``: ``slot`` (findings in the ECG slot only), ``slot_findings`` (in the slot and in the
     findings list), ``text`` (findings list only, no ECG sentence) or ``key`` (the slot holds only the
-    key word of the ECG's class ``code``, :func:`key_word`: what one projected ECG token can say).
+    key word of the ECG's class ``code``, :func:`key_word`: what one projected ECG token can say; with
+    ``slot_tasks``, the ECG's key words of those tasks, :func:`key_slot`).
     """
     patient = Patient.from_record(row)
     general, leads = row.get("general"), _leads(row)
@@ -293,25 +322,25 @@ def mcq_prompt(row: Mapping, task: str, variant: str, code: str | None = None) -
     if variant == "key":
         if code is None:
             raise ValueError("the key variant needs the class code")
-        return fill_slot(zero_shot_prompt(task, patient, ecg=True, findings=False), key_word(task, code))
+        return fill_slot(zero_shot_prompt(task, patient, ecg=True, findings=False), key_slot(row, task, code, slot_tasks))
     if variant not in ("slot", "slot_findings"):
         raise ValueError(f"unknown question variant {variant!r} (expected one of {MCQ_VARIANTS})")
     prompt = zero_shot_prompt(task, patient, general, leads, ecg=True, findings=variant == "slot_findings")
     return fill_slot(prompt, slot_findings(general, leads))
 
 
-def ecg_documents(row: Mapping, key_task: str | None = None) -> list[Doc]:
+def ecg_documents(row: Mapping, key_tasks: Sequence[str] = ()) -> list[Doc]:
     """The template documents of one ECG: ``slot_training``, the training template with the findings in
-    the slot, and, when ``key_task`` names a task of which the ECG has exactly one class, ``key_training``,
-    the same template with only that class's key word (:func:`key_word`) in the slot."""
+    the slot, and, when the ECG has exactly one class of some task of ``key_tasks``, ``key_training``, the
+    same template with only those classes' key words (:func:`key_words`, in order) in the slot."""
     patient = Patient.from_record(row)
     general, leads = row.get("general"), _leads(row)
     plain = training_text(patient, row["report"], general, leads).text
     ecg_id = int(row["ecg_id"])
     docs = [Doc(fill_slot(plain, slot_findings(general, leads)), "slot_training", ecg_id)]
-    code = task_class(row.get(TASK_LABEL_COLUMNS[key_task]), key_task) if key_task is not None else None
-    if code is not None:
-        docs.append(Doc(fill_slot(plain, key_word(key_task, code)), "key_training", ecg_id, key_task))
+    tasks = [t for t in key_tasks if task_class(row.get(TASK_LABEL_COLUMNS[t]), t) is not None]
+    if tasks:
+        docs.append(Doc(fill_slot(plain, " ".join(key_words(row, tasks))), "key_training", ecg_id, "+".join(tasks)))
     return docs
 
 
@@ -325,15 +354,16 @@ def key_training_task(row: Mapping, tasks: Sequence[str], seed: int) -> str | No
     return mine[int(rng.integers(len(mine)))]
 
 
-def question_documents(row: Mapping, task: str, code: str, variant: str) -> list[Doc]:
-    """A question item: the question with its answer (kind ``mcq_<variant>``) and the likelihood sentence."""
+def question_documents(row: Mapping, task: str, code: str, variant: str, slot_tasks: Sequence[str] = ()) -> list[Doc]:
+    """A question item: the question with its answer (kind ``mcq_<variant>``) and the likelihood sentence
+    (``slot_tasks``: the tasks whose key words the ``key`` variant's slot holds, :func:`key_slot`)."""
     ecg_id = int(row["ecg_id"])
     letter = letter_of(task, code)
     patient = Patient.from_record(row)
-    slot = key_word(task, code) if variant == "key" else slot_findings(row.get("general"), _leads(row))
+    slot = key_slot(row, task, code, slot_tasks) if variant == "key" else slot_findings(row.get("general"), _leads(row))
     sentence = fill_slot(likelihood_text(patient, code).text, slot)
     return [
-        Doc(mcq_prompt(row, task, variant, code) + answer_text(letter), f"mcq_{variant}", ecg_id, task, letter),
+        Doc(mcq_prompt(row, task, variant, code, slot_tasks) + answer_text(letter), f"mcq_{variant}", ecg_id, task, letter),
         Doc(sentence, "likelihood_key" if variant == "key" else "likelihood", ecg_id, task, letter),
     ]
 
@@ -378,9 +408,11 @@ def build_corpus(train: pl.DataFrame, config: DemoLLMConfig) -> list[Doc]:
         raise StageError(f"the demo LLM corpus takes training ECGs only, got ecg_id(s) "
                          f"{outside['ecg_id'].head(20).to_list()} of split(s) {sorted(set(outside['split']))}")
     rows = list(train.iter_rows(named=True))
+    slot_tasks = list(config.key_training_tasks) if config.key_slot == "all" else []
     docs: list[Doc] = []
     for row in rows:
-        docs += ecg_documents(row, key_training_task(row, config.key_training_tasks, config.seed))
+        drawn = key_training_task(row, config.key_training_tasks, config.seed)
+        docs += ecg_documents(row, slot_tasks or ([drawn] if drawn else []))
     for t, task in enumerate(TASKS):
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STAGE_KEY, 1, t]))
         classes = [task_class(row[TASK_LABEL_COLUMNS[task]], task) for row in rows]
@@ -389,7 +421,7 @@ def build_corpus(train: pl.DataFrame, config: DemoLLMConfig) -> list[Doc]:
         for i, code in items:
             k = turn[code] % len(config.mcq_variants)
             turn[code] += 1
-            question, sentence = question_documents(rows[i], task, code, config.mcq_variants[k])
+            question, sentence = question_documents(rows[i], task, code, config.mcq_variants[k], slot_tasks)
             docs += [question, sentence]
     train_ids = set(train["ecg_id"].to_list())
     assert all(d.ecg_id in train_ids for d in docs), "a corpus document comes from outside the training split"

@@ -138,7 +138,9 @@ def single_class_index(label_lists: Sequence[Sequence[str] | None], classes: Seq
     return np.asarray(index, dtype=np.int64), np.asarray(y, dtype=np.int64), n_multi, n_none
 
 
-def _read_records(records: Path, columns: Sequence[str]):
+def read_records(records: Path, columns: Sequence[str]):
+    """The ``columns`` of records.parquet (plus the patient columns it holds), or a StageError naming the
+    file when it is missing, unreadable or lacks a column."""
     import polars as pl
 
     try:
@@ -162,7 +164,7 @@ def load_eval_set(records: str | os.PathLike, task: str, split: str = "test") ->
     records = Path(records)
     classes = task_classes(task)
     column = TASK_LABEL_COLUMNS[task]
-    table = _read_records(records, ["ecg_id", "split", column])
+    table = read_records(records, ["ecg_id", "split", column])
     in_split = np.flatnonzero(np.asarray([s == split for s in table["split"].to_list()], dtype=bool))
     labels = table[column].to_list()
     index, y, n_multi, n_none = single_class_index([labels[i] for i in in_split], classes)
@@ -667,7 +669,7 @@ def evaluate_zero_shot(
     if use_ecg:
         if signals is None:
             raise StageError(f"--prompt {prompt} needs --signals")
-        n_records = _read_records(records, ["ecg_id"]).height
+        n_records = read_records(records, ["ecg_id"]).height
         check_store(records, n_records, signals)
         store = open_signals(signals)
         rows = eval_set.rows

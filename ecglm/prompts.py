@@ -86,6 +86,11 @@ TASKS: dict[str, list[tuple[str, str, str]]] = {
 #: The records.parquet label-list column each task's classes come from.
 TASK_LABEL_COLUMNS: dict[str, str] = {"diagnostic": "diagnostic_superclass", "rhythm": "rhythm", "form": "form"}
 
+
+def distinct_tasks(tasks: Sequence[str]) -> bool:
+    """Whether ``tasks`` names tasks of :data:`TASKS`, none twice (the config checks of task lists)."""
+    return all(t in TASKS for t in tasks) and len(set(tasks)) == len(tasks)
+
 #: How a class reads inside the report sentence for `likelihood` scoring (lower case, like the
 #: PTB-XL reports; acronyms kept): "The ECG report indicates myocardial infarction."
 CLASS_PHRASES: dict[str, str] = {

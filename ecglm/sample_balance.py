@@ -34,18 +34,18 @@ from ecglm.errors import StageError
 OTHER = "other"
 
 
-def sample_classes(records: str | os.PathLike, ecg_ids: Sequence[int], task: str) -> list[str]:
-    """The ``task`` class code of each sample's ECG (``OTHER`` unless it holds exactly one class).
+def sample_classes(records: str | os.PathLike, ecg_ids: Sequence[int], tasks: Sequence[str]) -> list[list[str]]:
+    """For each task of ``tasks``, the class code of each sample's ECG (``OTHER`` unless it holds exactly
+    one of the task's classes); the table is read once.
 
-    Raises StageError naming ``records`` when a sample's ecg_id is not in it.
+    Raises StageError naming ``records`` when a sample's ecg_id or a task's label column is not in it.
     """
-    from ecglm.evaluate import _read_records, single_class_index, task_classes
+    from ecglm.evaluate import read_records, single_class_index, task_classes
     from ecglm.prompts import TASK_LABEL_COLUMNS
 
     records = Path(records)
-    classes = task_classes(task)
-    column = TASK_LABEL_COLUMNS[task]
-    table = _read_records(records, ["ecg_id", column])
+    columns = [TASK_LABEL_COLUMNS[t] for t in tasks]
+    table = read_records(records, ["ecg_id", *dict.fromkeys(columns)])
     row_of = {int(e): i for i, e in enumerate(table["ecg_id"].to_list())}
     missing = [int(e) for e in ecg_ids if int(e) not in row_of]
     if missing:
@@ -53,10 +53,13 @@ def sample_classes(records: str | os.PathLike, ecg_ids: Sequence[int], task: str
             f"{records}: ecg_id {missing[0]} of a training sample is not in the records table "
             f"({len(set(missing))} missing); were the pairs expanded from another run?"
         )
-    labels = table[column].to_list()
-    index, y, _, _ = single_class_index(labels, classes)
-    code_of_row = {int(i): classes[int(j)] for i, j in zip(index, y)}
-    return [code_of_row.get(row_of[int(e)], OTHER) for e in ecg_ids]
+    groups = []
+    for task, column in zip(tasks, columns):
+        classes = task_classes(task)
+        index, y, _, _ = single_class_index(table[column].to_list(), classes)
+        code_of_row = {int(i): classes[int(j)] for i, j in zip(index, y)}
+        groups.append([code_of_row.get(row_of[int(e)], OTHER) for e in ecg_ids])
+    return groups
 
 
 def balanced_weights(groups_per_task: Sequence[Sequence[str]], power: float = 1.0) -> np.ndarray:

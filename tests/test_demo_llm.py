@@ -27,6 +27,7 @@ from ecglm.demo_llm import (
     mcq_prompt,
     phrase_key,
     key_word,
+    key_slot,
     key_training_task,
     slot_findings,
     task_class,
@@ -179,9 +180,47 @@ def test_key_training_task_is_drawn_among_the_tasks_the_ecg_has_one_class_of(joi
     assert drawn == {"rhythm", "diagnostic"}  # both drawn over ECGs, deterministic per ECG
     assert key_training_task(row, ["rhythm", "diagnostic"], 1) == key_training_task(row, ["rhythm", "diagnostic"], 1)
     assert key_training_task({**row, "form": []}, ["form"], 1) is None
-    assert ecg_documents(row, None)[-1].kind == "slot_training" and len(ecg_documents(row, None)) == 1
+    assert ecg_documents(row)[-1].kind == "slot_training" and len(ecg_documents(row)) == 1
     with pytest.raises(StageError, match="key_training_tasks"):
         DemoLLMConfig(key_training_tasks=["rhythm", "nope"])
+
+
+def test_key_slot_all_puts_every_task_word_in_the_slot(joined):
+    train = joined.filter(pl.col("split") == "train")
+    config = DemoLLMConfig(key_slot="all")
+    corpus = build_corpus(train, config)
+    rows = {r["ecg_id"]: r for r in train.iter_rows(named=True)}
+    codes = {i: (task_class(r["rhythm"], "rhythm"), task_class(r["diagnostic_superclass"], "diagnostic"))
+             for i, r in rows.items()}
+    both = [i for i, (r, d) in codes.items() if r and d]
+    only_diagnostic = [i for i, (r, d) in codes.items() if d and not r]
+    assert both and only_diagnostic
+    key_docs = {d.ecg_id: d for d in corpus if d.kind == "key_training"}
+    for i in both:  # the rhythm word, then the diagnostic word: one per ECG token
+        rhythm, diagnostic = codes[i]
+        words = f"{key_word('rhythm', rhythm)} {key_word('diagnostic', diagnostic)}"
+        assert f"The ECG signal is {words}. The ECG report" in key_docs[i].text
+        assert key_docs[i].task == "rhythm+diagnostic"
+    for i in only_diagnostic:
+        assert f"The ECG signal is {key_word('diagnostic', codes[i][1])}. " in key_docs[i].text
+    # a key question and its likelihood sentence hold the same words; a form question its own word only
+    for d in corpus:
+        if d.kind not in ("mcq_key", "likelihood_key"):
+            continue
+        code = next(c for x, c, _ in TASKS[d.task] if x == d.answer)
+        rhythm, diagnostic = codes[d.ecg_id]
+        if d.task == "form":
+            slot = key_word("form", code)
+        else:
+            slot = " ".join(key_word(t, c) for t, c in (("rhythm", rhythm), ("diagnostic", diagnostic)) if c)
+        assert f"The ECG signal is {slot}." in d.text
+    wrong = next(c for _, c, _ in TASKS["rhythm"] if c != codes[both[0]][0])  # not the ECG's class:
+    assert key_slot(rows[both[0]], "rhythm", wrong, ["rhythm", "diagnostic"]) == key_word("rhythm", wrong)  # alone
+    # "one" (the default) keeps one drawn word per ECG
+    one = {d.ecg_id: d for d in build_corpus(train, DemoLLMConfig()) if d.kind == "key_training"}
+    assert all(len(one[i].text) < len(key_docs[i].text) for i in both)
+    with pytest.raises(StageError, match="key_slot"):
+        DemoLLMConfig(key_slot="both")
 
 
 def test_questions_carry_the_right_answer(joined, corpus):

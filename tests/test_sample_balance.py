@@ -64,8 +64,20 @@ def test_sample_classes_uses_the_evaluation_rule_and_names_a_missing_ecg(tmp_pat
         "ecg_id": [1, 2, 3, 4],
         "rhythm": [["SR"], ["SR", "SARRH"], [], ["AFIB", "PACE"]],  # PACE is none of the five
     }).write_parquet(path)  # fmt: skip
-    assert sample_classes(path, [1, 1, 2, 3, 4], "rhythm") == ["SR", "SR", OTHER, OTHER, "AFIB"]
+    assert sample_classes(path, [1, 1, 2, 3, 4], ["rhythm"]) == [["SR", "SR", OTHER, OTHER, "AFIB"]]
     with pytest.raises(StageError, match=r"records\.parquet: ecg_id 9 .*not in the records table"):
-        sample_classes(path, [1, 9], "rhythm")
+        sample_classes(path, [1, 9], ["rhythm"])
     with pytest.raises(StageError, match="diagnostic_superclass"):
-        sample_classes(path, [1], "diagnostic")  # the column is missing: named
+        sample_classes(path, [1], ["rhythm", "diagnostic"])  # the column is missing: named
+
+
+def test_sample_classes_gives_one_group_list_per_task(tmp_path):
+    path = tmp_path / "records.parquet"
+    pl.DataFrame({
+        "ecg_id": [1, 2, 3],
+        "rhythm": [["SR"], ["AFIB"], ["SR"]],
+        "diagnostic_superclass": [["NORM"], ["MI", "CD"], ["HYP"]],
+    }).write_parquet(path)  # fmt: skip
+    rhythm, diagnostic = sample_classes(path, [3, 2, 1], ["rhythm", "diagnostic"])
+    assert rhythm == ["SR", "AFIB", "SR"]
+    assert diagnostic == ["HYP", OTHER, "NORM"]
