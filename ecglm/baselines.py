@@ -25,10 +25,10 @@ from ecglm.errors import StageError
 from ecglm.evaluate import (
     TASK_LABEL_COLUMNS,
     EvalSet,
-    read_records,
     _read_signals,
     load_eval_set,
     predictions_from_scores,
+    read_records,
     resolve_device,
     result_record,
     single_class_index,

@@ -256,6 +256,11 @@ def task_class(labels: Sequence[str] | None, task: str) -> str | None:
     return next(iter(mine)) if len(mine) == 1 else None
 
 
+def row_class(row: Mapping, task: str) -> str | None:
+    """:func:`task_class` of the row's ``task`` label column (a missing column: no class)."""
+    return task_class(row.get(TASK_LABEL_COLUMNS[task]), task)
+
+
 def letter_of(task: str, code: str) -> str:
     """The option letter of class ``code`` in ``task`` (the fixed A-E order of :data:`TASKS`)."""
     for letter, c, _ in TASKS[task]:
@@ -291,19 +296,19 @@ def key_word(task: str, code: str) -> str:
     return max(reversed(candidates), key=len)
 
 
-def key_words(row: Mapping, tasks: Sequence[str]) -> list[str]:
-    """The key words (:func:`key_word`) of the ECG's class in each of ``tasks`` of which it has exactly
-    one class, in the order of ``tasks``."""
-    codes = [(t, task_class(row.get(TASK_LABEL_COLUMNS[t]), t)) for t in tasks]
-    return [key_word(t, code) for t, code in codes if code is not None]
+def key_words(row: Mapping, tasks: Sequence[str]) -> dict[str, str]:
+    """Task -> key word (:func:`key_word`) of the ECG's class, for each of ``tasks`` of which it has
+    exactly one class, in the order of ``tasks``."""
+    codes = {t: row_class(row, t) for t in tasks}
+    return {t: key_word(t, code) for t, code in codes.items() if code is not None}
 
 
 def key_slot(row: Mapping, task: str, code: str, slot_tasks: Sequence[str] = ()) -> str:
     """What the slot of a ``key`` question of ``task`` (answer ``code``) holds: the ECG's key words of
     ``slot_tasks`` (:func:`key_words`; ``key_slot: all``) when ``task`` is one of them and ``code`` is the
     ECG's class, else ``code``'s key word alone."""
-    if task in slot_tasks and task_class(row.get(TASK_LABEL_COLUMNS[task]), task) == code:
-        return " ".join(key_words(row, slot_tasks))
+    if task in slot_tasks and row_class(row, task) == code:
+        return " ".join(key_words(row, slot_tasks).values())
     return key_word(task, code)
 
 
@@ -338,16 +343,16 @@ def ecg_documents(row: Mapping, key_tasks: Sequence[str] = ()) -> list[Doc]:
     plain = training_text(patient, row["report"], general, leads).text
     ecg_id = int(row["ecg_id"])
     docs = [Doc(fill_slot(plain, slot_findings(general, leads)), "slot_training", ecg_id)]
-    tasks = [t for t in key_tasks if task_class(row.get(TASK_LABEL_COLUMNS[t]), t) is not None]
-    if tasks:
-        docs.append(Doc(fill_slot(plain, " ".join(key_words(row, tasks))), "key_training", ecg_id, "+".join(tasks)))
+    words = key_words(row, key_tasks)
+    if words:
+        docs.append(Doc(fill_slot(plain, " ".join(words.values())), "key_training", ecg_id, "+".join(words)))
     return docs
 
 
 def key_training_task(row: Mapping, tasks: Sequence[str], seed: int) -> str | None:
     """The task whose key word stands in the slot of this ECG's ``key_training`` document: one drawn
     (seeded by ``seed`` and the ecg_id) among ``tasks`` of which the ECG has exactly one class; None if none."""
-    mine = [t for t in tasks if task_class(row.get(TASK_LABEL_COLUMNS[t]), t) is not None]
+    mine = [t for t in tasks if row_class(row, t) is not None]
     if not mine:
         return None
     rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_KEY, 3, int(row["ecg_id"])]))
@@ -411,8 +416,12 @@ def build_corpus(train: pl.DataFrame, config: DemoLLMConfig) -> list[Doc]:
     slot_tasks = list(config.key_training_tasks) if config.key_slot == "all" else []
     docs: list[Doc] = []
     for row in rows:
-        drawn = key_training_task(row, config.key_training_tasks, config.seed)
-        docs += ecg_documents(row, slot_tasks or ([drawn] if drawn else []))
+        if slot_tasks:
+            key_tasks = slot_tasks
+        else:
+            drawn = key_training_task(row, config.key_training_tasks, config.seed)
+            key_tasks = [drawn] if drawn else []
+        docs += ecg_documents(row, key_tasks)
     for t, task in enumerate(TASKS):
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, _STAGE_KEY, 1, t]))
         classes = [task_class(row[TASK_LABEL_COLUMNS[task]], task) for row in rows]

@@ -91,6 +91,7 @@ def distinct_tasks(tasks: Sequence[str]) -> bool:
     """Whether ``tasks`` names tasks of :data:`TASKS`, none twice (the config checks of task lists)."""
     return all(t in TASKS for t in tasks) and len(set(tasks)) == len(tasks)
 
+
 #: How a class reads inside the report sentence for `likelihood` scoring (lower case, like the
 #: PTB-XL reports; acronyms kept): "The ECG report indicates myocardial infarction."
 CLASS_PHRASES: dict[str, str] = {
