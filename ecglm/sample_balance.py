@@ -9,7 +9,7 @@ of 23 test ECGs). Balancing the draws is the standard remedy for a class-aware m
 demo world (README, align), with one ECG token: balanced rhythm draws alone leave sinus arrhythmia at 0
 of 23; with ``align.encoder_lr_scale: 5`` it is named for 11 of 23 (rhythm balanced accuracy 0.68 ->
 0.85), but the diagnostic superclass's likelihood falls (0.52 -> 0.29). The demo config balances rhythm
-and diagnostic together, with two ECG tokens (rhythm 0.83, diagnostic 0.54).
+and diagnostic together, with two ECG tokens (rhythm 0.81, diagnostic 0.41).
 
 :func:`balanced_weights` gives each training sample a probability: an equal mixture, over the
 balanced tasks, of the task's class-balanced distributions. Within task ``t``, a sample whose ECG
