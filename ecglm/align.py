@@ -56,6 +56,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -282,6 +283,12 @@ def load_checkpoint(resume_dir: Path) -> tuple[Path, dict[str, Any], dict[str, A
         tensors = load_file(str(folder / RESUME_WEIGHTS))
         state = torch.load(folder / RESUME_STATE, map_location="cpu", weights_only=True)
         history = json.loads((folder / RESUME_HISTORY).read_text(encoding="utf-8"))
+    except pickle.UnpicklingError as err:  # torch's own text would suggest weights_only=False: never here
+        raise StageError(
+            f"{folder / RESUME_STATE}: not trusted: it holds Python objects beyond tensors and plain data, so "
+            f"ecglm align did not write it and it is not loaded (loading it could run code); delete "
+            f"{resume_dir} to start over"
+        ) from None
     except (OSError, SafetensorError, RuntimeError, ValueError, json.JSONDecodeError) as err:
         raise StageError(f"{folder}: unreadable resume checkpoint ({err}); delete {resume_dir} to start over") from err
     if state.get("format") != RESUME_FORMAT:

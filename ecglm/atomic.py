@@ -36,3 +36,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` for the block, or raise StageError at once if another process
+    holds it (``what`` says what that process is doing, for the message).
+
+    The lock is the operating system's (``flock``): it is released when the block ends or the holder
+    dies, so a killed run never leaves a stale lock behind. The file keeps the holder's pid for the message.
+    """
+    import fcntl
+
+    from ecglm.errors import StageError
+
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise StageError(
+                f"{lock_file}: another process (pid {holder}) is {what}; wait for it to finish, "
+                "or choose another destination"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -8,11 +8,13 @@ inside their functions so that ``ecglm --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 
-from ecglm.errors import StageError
+from ecglm.errors import SecretFilter, StageError, scrub_secrets
 
 # The stage modules, in pipeline order. Each one registers its own subcommand(s).
 STAGE_MODULES = [
@@ -50,6 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(err: OSError) -> str:
+    """One line for an OSError: the path(s), what went wrong, and for the usual cases what to do."""
+    paths = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+    what = err.strerror or str(err)
+    hint = {
+        errno.ENOSPC: "free some space or point the output elsewhere",
+        errno.ENOTDIR: "a part of this path is a file, not a folder",
+        errno.EISDIR: "this path is a folder; name a file",
+        errno.EEXIST: "something is already there",
+        errno.EACCES: "no permission",
+        errno.EROFS: "the file system is read-only",
+    }.get(err.errno)
+    if err.errno in (errno.EEXIST, errno.ENOTDIR) and err.filename is not None and os.path.isfile(err.filename):
+        what, hint = "is a file", "a folder is needed at this path: move the file or choose another output"
+    return f"{paths + ': ' if paths else ''}{what}{' (' + hint + ')' if hint else ''}"
+
+
+def _install_secret_filter() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SecretFilter) for f in handler.filters):
+            handler.addFilter(SecretFilter())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -58,10 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _install_secret_filter()
     try:
         result = args.func(args)
     except StageError as err:
-        print(f"ecglm {args.stage}: error: {err}", file=sys.stderr)
+        print(f"ecglm {args.stage}: error: {scrub_secrets(str(err))}", file=sys.stderr)
+        return 1
+    except OSError as err:  # an output path that is a file, a full disk, no permission: one line, no traceback
+        logging.getLogger("ecglm").debug("traceback of the error below", exc_info=True)
+        print(f"ecglm {args.stage}: error: {scrub_secrets(describe_os_error(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"ecglm {args.stage}: interrupted", file=sys.stderr)

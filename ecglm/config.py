@@ -63,11 +63,34 @@ def validate_config(config: dict, schema: dict | None = None, source: str = "con
     _fill_defaults(config, schema)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"config key '{_key_path(e)}': {e.message}" for e in errors]
+    lines = [f"config key '{_key_path(e)}': {e.message}" for e in errors]
+    if not errors:
+        lines = _variant_override_errors(config, schema)
+    if lines:
         raise StageError(f"{source} is invalid:\n  " + "\n  ".join(lines))
     _check_consistency(config, source)
     return config
+
+
+#: The variant keys that override a top-level section, checked against that section's schema.
+VARIANT_OVERRIDES = ("align",)
+
+
+def _variant_override_errors(config: dict, schema: dict) -> list[str]:
+    """Each variant's section overrides, merged over the top-level section, validated by that section's
+    schema (so a mistyped key or a bad value fails at ``snakemake -n``, not when the variant's job runs)."""
+    import jsonschema
+
+    lines = []
+    for name, variant in config.get("variants", {}).items():
+        for section in VARIANT_OVERRIDES:
+            overrides = variant.get(section) or {}
+            merged = {**config[section], **overrides}
+            validator = jsonschema.Draft7Validator(schema["properties"][section])
+            for error in sorted(validator.iter_errors(merged), key=lambda e: list(e.absolute_path)):
+                key = _key_path(error)
+                lines.append(f"config key 'variants.{name}.{section}.{key}': {error.message}")
+    return lines
 
 
 def _check_consistency(config: dict, source: str) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 from urllib.parse import quote, unquote, urlparse
 
-from ecglm.atomic import write_text_atomic
+from ecglm.atomic import exclusive_lock, write_text_atomic
 from ecglm.errors import StageError
 from ecglm.http_fetch import RetryPolicy, SessionPool, Stopped, fetch_file, part_path
 from ecglm.physionet import (
@@ -44,6 +44,7 @@ DEFAULT_RATES = (100,)
 # Path prefixes fetched besides the top-level files. PTB-XL's records come from --rates instead.
 DEFAULT_INCLUDE: dict[str, tuple[str, ...]] = {"ptbxl": (), "ptbxl_plus": ("features/", "labels/")}
 VIA = ("files", "zip")
+LOCK_FILE = ".ecglm-download.lock"  # held by the download writing into a folder (ecglm.atomic.exclusive_lock)
 
 
 # --------------------------------------------------------------------------------------------- selection
@@ -487,7 +488,15 @@ def download_project(
     include_n = _normalise_include(project_key, include)
     dest = Path(dest) if dest is not None else project.dest()
     dest.mkdir(parents=True, exist_ok=True)
-    policy = RetryPolicy(retries=retries, timeout_s=timeout_s, delay_s=retry_delay_s)
+    with exclusive_lock(dest / LOCK_FILE, f"downloading into {dest}"):
+        return _download_locked(project, project_key, base_url, dest, rates_n, include_n, via, zip_url, connections,
+                                RetryPolicy(retries=retries, timeout_s=timeout_s, delay_s=retry_delay_s),
+                                manifest, progress)
+
+
+def _download_locked(project, project_key, base_url, dest, rates_n, include_n, via, zip_url, connections, policy,
+                     manifest, progress) -> dict:
+    """:func:`download_project`'s work, run while it holds the destination's lock."""
     if via == "files":
         _check_url("--base-url", base_url)
         counts = _download_files(project, base_url, dest, rates_n, include_n, policy, connections, progress)

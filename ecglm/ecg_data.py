@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,12 +24,71 @@ import numpy as np
 
 from ecglm.errors import StageError
 from ecglm.leads import LEADS, N_LEADS
+from ecglm.wfdb_records import RECORD_SECONDS
 
 log = logging.getLogger(__name__)
 
 
-def open_signals(path: str | os.PathLike) -> np.ndarray:
-    """Memory-map a prepared signals array; guarantees int16 ``[N, 12, T]`` or raises StageError."""
+def rate_from_name(path: str | os.PathLike) -> int | None:
+    """The sampling rate that a ``signals_<fs>.npy`` file name states (None for another name)."""
+    m = re.fullmatch(r"signals_(\d+)\.npy", Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def _recorded_rate(records_path: str | os.PathLike | None) -> int | None:
+    """The rate that ``ecglm prepare`` recorded in a records.parquet's metadata (None where there is none)."""
+    if records_path is None:
+        return None
+    from ecglm.prepare import read_table_metadata
+
+    try:
+        fs = read_table_metadata(records_path).get("fs")
+    except (StageError, OSError, ValueError):
+        return None
+    return int(fs) if fs is not None else None
+
+
+def check_rate(
+    path: str | os.PathLike,
+    n_samples: int,
+    fs: int | None = None,
+    records_path: str | os.PathLike | None = None,
+    seconds: int = RECORD_SECONDS,
+) -> int | None:
+    """The one check of a signals array against its sampling rate; returns the rate (None if nothing states one).
+
+    The rate may be stated three ways: ``fs`` (a stage's ``--fs``), the file name ``signals_<fs>.npy``,
+    and the ``fs`` that ``ecglm prepare`` recorded in ``records_path``'s metadata. All that are stated
+    must agree, and the array's ``n_samples`` per lead must be ``seconds x fs`` (PTB-XL records are
+    10 s). A mismatch raises StageError with both figures: a 100 Hz array read as 500 Hz would
+    otherwise be measured as a heart rate five times too high, with no error.
+    """
+    path = Path(path)
+    stated = {"--fs": fs, "its file name": rate_from_name(path), f"{records_path} (ecglm prepare)": _recorded_rate(records_path)}
+    stated = {where: int(rate) for where, rate in stated.items() if rate is not None}
+    rates = set(stated.values())
+    if len(rates) > 1:
+        said = ", ".join(f"{rate} Hz by {where}" for where, rate in stated.items())
+        raise StageError(f"{path}: the sampling rate is stated as {said}: they must agree")
+    if not rates:
+        return None
+    rate = rates.pop()
+    where = next(iter(stated))
+    if n_samples != seconds * rate:
+        fits = f" (it fits {n_samples // seconds} Hz)" if n_samples % seconds == 0 else ""
+        raise StageError(
+            f"{path}: {n_samples} samples per lead is {n_samples / rate:g} s at {rate} Hz (the rate given by "
+            f"{where}), but the records are {seconds} s long, so {seconds * rate} samples were expected{fits}: "
+            "the array and its sampling rate do not go together"
+        )
+    return rate
+
+
+def open_signals(path: str | os.PathLike, fs: int | None = None) -> np.ndarray:
+    """Memory-map a prepared signals array; guarantees int16 ``[N, 12, T]`` or raises StageError.
+
+    Where the rate is known (``fs``, or the name ``signals_<fs>.npy``), ``T`` must be 10 s of it
+    (:func:`check_rate`)."""
     path = Path(path)
     try:
         arr = np.load(path, mmap_mode="r")
@@ -41,6 +101,7 @@ def open_signals(path: str | os.PathLike) -> np.ndarray:
             f"{path}: expected int16 signals [N, {N_LEADS}, T] (microvolts, as written by ecglm prepare), "
             f"got {arr.dtype} {list(arr.shape)}"
         )
+    check_rate(path, arr.shape[2], fs)
     return arr
 
 
@@ -51,6 +112,7 @@ def check_store(records_path: str | os.PathLike, n_records: int, signals_path: s
     """
     signals = open_signals(signals_path)
     n, _, t = signals.shape
+    check_rate(signals_path, t, records_path=records_path)
     if n != n_records:
         raise StageError(
             f"{signals_path} has {n} rows but {records_path} has {n_records}: they must come from the same "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ecglm.atomic import write_text_atomic
 from ecglm.errors import StageError
+from ecglm.llm import check_model_dir, llm_location
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +43,11 @@ def local_dir_for(name: str, revision: str | None, root: str | Path = "resources
     return Path(root) / name.replace("/", "--") / (revision or "main")
 
 
-def check_model_dir(path: Path) -> list[str]:
-    """The files of a save_pretrained folder; StageError naming what a causal LM needs and lacks."""
-    if not (path / "config.json").is_file():
-        raise StageError(f"{path}: no config.json: not a Hugging Face model folder")
-    weights = sorted(p.name for p in path.glob("*.safetensors"))
-    if not weights:
-        pickled = sorted(p.name for p in path.glob("*.bin"))
-        hint = f" (it holds pickled weights {', '.join(pickled)}, which this project never loads)" if pickled else ""
-        raise StageError(f"{path}: no *.safetensors weights{hint}")
-    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
-        raise StageError(f"{path}: no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")
-    return sorted(p.name for p in path.iterdir() if p.is_file())
-
-
 def fetch_llm(name: str, out: Path, revision: str | None = None, trust_remote_code: bool = False,
               manifest: Path | None = None) -> dict:
     """Fetch ``name`` (a hub id, or a local folder) into ``out`` and write a manifest; return it."""
-    source = Path(name)
-    if source.is_dir():
+    source, name = llm_location(name)
+    if source is not None:
         files = check_model_dir(source)
         result = {"name": name, "revision": None, "path": str(source.resolve()), "files": files}
     else:
@@ -81,7 +68,7 @@ def fetch_llm(name: str, out: Path, revision: str | None = None, trust_remote_co
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    out = args.out or local_dir_for(args.name, args.revision)
+    out = args.out or local_dir_for(llm_location(args.name)[1], args.revision)
     fetch_llm(args.name, Path(out), args.revision, args.trust_remote_code, args.manifest)
     return 0
 
@@ -97,7 +84,7 @@ def register(subparsers) -> None:
             "Writes --manifest (JSON: name, revision, path, files) once the folder is complete."
         ),
     )
-    p.add_argument("name", help="Hugging Face model id (e.g. PharMolix/BioMedGPT-LM-7B) or a local folder")
+    p.add_argument("name", help="Hugging Face model id as org/name or hf:NAME (e.g. PharMolix/BioMedGPT-LM-7B), or a local folder")
     p.add_argument("--revision", default=None, help="commit hash or tag to pin (default: main)")
     p.add_argument("--out", type=Path, default=None, help="destination folder (default: resources/llm/...)")
     p.add_argument("--manifest", type=Path, default=None, help="JSON manifest to write on success")

@@ -37,6 +37,62 @@ if TYPE_CHECKING:  # heavy imports stay inside functions
 log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "bfloat16", "float32")
+HUB_PREFIX = "hf:"
+
+
+def check_model_dir(path: Path) -> list[str]:
+    """The files of a save_pretrained folder; StageError naming what a causal LM needs and lacks."""
+    if not (path / "config.json").is_file():
+        present = sorted(p.name for p in path.iterdir())[:8] if path.is_dir() else []
+        raise StageError(
+            f"{path}: no config.json: not a Hugging Face model folder "
+            f"({'it holds ' + ', '.join(present) if present else 'it is empty'})"
+        )
+    weights = sorted(p.name for p in path.glob("*.safetensors"))
+    if not weights:
+        pickled = sorted(p.name for p in path.glob("*.bin"))
+        hint = f" (it holds pickled weights {', '.join(pickled)}, which this project never loads)" if pickled else ""
+        raise StageError(f"{path}: no *.safetensors weights{hint}")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise StageError(f"{path}: no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")
+    return sorted(p.name for p in path.iterdir() if p.is_file())
+
+
+def _looks_local(name: str) -> bool:
+    """True for a name that reads as a path on this machine rather than a Hub id ``org/name``."""
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") != 1:
+        return True  # absolute, relative, home, a bare word, or deeper than org/name
+    first = name.split("/", 1)[0]
+    return Path(first).is_dir()  # e.g. resources/llmx: its first part is a local folder
+
+
+def llm_location(name: str | Path) -> tuple[Path | None, str]:
+    """``(local folder or None, name)`` for an LLM named by a user: a local folder, or a Hub id.
+
+    A Hub id is written ``org/name``, or ``hf:NAME`` to say so explicitly (``hf:gpt2``); the prefix is
+    removed from the returned name. Anything else that is not an existing folder is an error, not a Hub
+    id: a mistyped local folder (``llmx``, ``results/demo/lm``) must not be looked up on the network
+    (where another model could answer to its name). An existing folder is checked
+    (:func:`check_model_dir`).
+    """
+    text = str(name)
+    if text.startswith(HUB_PREFIX):
+        hub_id = text[len(HUB_PREFIX):]
+        if not hub_id:
+            raise StageError(f"LLM {text!r}: name the Hub model after {HUB_PREFIX}")
+        return None, hub_id
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise StageError(f"LLM {text!r}: {path} is a file; name a model folder (save_pretrained layout)")
+        check_model_dir(path)
+        return path, text
+    if _looks_local(text):
+        raise StageError(
+            f"LLM {text!r}: no such folder ({path.resolve()}). To load a model from the Hugging Face Hub, "
+            f"name it as org/name (e.g. HuggingFaceTB/SmolLM2-135M-Instruct) or {HUB_PREFIX}NAME"
+        )
+    return None, text
 
 
 @dataclass(frozen=True)
@@ -149,7 +205,9 @@ def load_llm(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    name = str(name_or_path)
+    folder, name = llm_location(name_or_path)
+    if folder is not None:
+        local_files_only = True  # a local folder never falls back to the network
     torch_dtype = resolve_dtype(dtype, device)
     common = {"revision": revision, "trust_remote_code": bool(trust_remote_code), "local_files_only": local_files_only}
     try:
@@ -174,5 +232,6 @@ def load_llm(
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """The error's whole message on one line (a multi-line message joined, never cut mid-sentence)."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return text or type(err).__name__

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import re
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from ecglm.atomic import atomic_path
+from ecglm.ecg_data import check_rate
 from ecglm.delineate import FEATURE_COLUMNS, DelineationError, measure_record
 from ecglm.errors import StageError
 from ecglm.leads import N_LEADS
@@ -231,11 +231,6 @@ def _read_items(bases: Sequence[Path], fs: int) -> Iterator[_Item]:
             yield f"unreadable record {base.name}: {err.reason}"
 
 
-def _fs_from_name(path: Path) -> int | None:
-    m = re.search(r"signals_(\d+)\.npy$", path.name)
-    return int(m.group(1)) if m else None
-
-
 # ----------------------------------------------------------------------------- outputs
 
 
@@ -283,15 +278,15 @@ def measure_array(
     signals_path: Path, records_path: Path, out: Path, fs: int | None = None, workers: int = 1, progress: bool = True
 ) -> None:
     """Measure ``signals_{fs}.npy`` (int16 [N, 12, T] uV) row-aligned with ``records.parquet``'s ecg_id."""
-    fs = fs or _fs_from_name(signals_path)
-    if fs is None:
-        raise StageError(f"{signals_path}: give --fs (the name does not say the rate, as signals_<fs>.npy would)")
     try:
         signals = np.load(signals_path, mmap_mode="r")
     except (OSError, ValueError) as err:
         raise StageError(f"{signals_path}: cannot be opened as a .npy array ({err})") from None
     if signals.ndim != 3 or signals.shape[1] != N_LEADS:
         raise StageError(f"{signals_path}: expected an array [N, {N_LEADS}, T], got shape {signals.shape}")
+    fs = check_rate(signals_path, signals.shape[2], fs, records_path)
+    if fs is None:
+        raise StageError(f"{signals_path}: give --fs (the name does not say the rate, as signals_<fs>.npy would)")
     try:
         ids = pl.read_parquet(records_path, columns=["ecg_id"])["ecg_id"].cast(pl.Int64).to_list()
     except Exception as err:  # noqa: BLE001 -- missing file, not Parquet, no ecg_id column

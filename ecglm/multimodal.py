@@ -25,7 +25,7 @@ prompt), :func:`score_next_token` (of single next tokens, one forward pass per p
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -425,8 +425,9 @@ class ECGLM(nn.Module):
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise StageError(f"{cfg_path}: cannot read the ECG-LM config: {err}") from err
-        if cfg.get("format") != FORMAT:
-            raise StageError(f"{cfg_path}: not an ECG-LM config (format {cfg.get('format')!r}, expected {FORMAT!r})")
+        if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+            found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
+            raise StageError(f"{cfg_path}: not an ECG-LM config (format {found!r}, expected {FORMAT!r})")
         hidden = llm.get_input_embeddings().weight.shape[1]
         rows = llm.get_input_embeddings().weight.shape[0]
         if hidden != cfg["llm"]["hidden_size"] or rows != cfg["llm"]["vocab_rows"]:
@@ -446,25 +447,33 @@ class ECGLM(nn.Module):
                 "%s was aligned with LLM %s, loading it with %s",
                 folder, cfg["base_llm"]["name_or_path"], current.name_or_path,
             )
-        enc_cfg = dict(cfg["encoder"])
-        feature_dim = int(enc_cfg.pop("feature_dim"))
-        if encoder is None:
-            encoder = build_encoder(enc_cfg, where=str(cfg_path))
-        proj = cfg["projector"]
-        model = cls(
-            encoder,
-            llm,
-            int(cfg["ecg_token_id"]),
-            projector=proj["kind"],
-            num_ecg_tokens=int(proj["num_ecg_tokens"]),
-            temperature=float(proj.get("temperature", 1.0)),
-            vocab_excluded_ids=proj.get("vocab_excluded_ids"),
-            vocab_hard=bool(proj.get("hard", False)),
-            feature_dim=feature_dim,
-            encoder_spec=enc_cfg,
-            llm_source=LLMSource(cfg["base_llm"]["name_or_path"], cfg["base_llm"].get("revision")),
-            encoder_checkpointing=encoder_checkpointing,
-        )
+        try:
+            enc_cfg = dict(cfg["encoder"])
+            feature_dim = int(enc_cfg.pop("feature_dim"))
+            proj = cfg["projector"]
+            proj_kind = proj["kind"]
+            if proj_kind not in PROJECTORS:
+                raise StageError(f"{cfg_path}: field projector.kind {proj_kind!r} is not one of {PROJECTORS}")
+            if encoder is None:
+                encoder = build_encoder(enc_cfg, where=str(cfg_path))
+            model = cls(
+                encoder,
+                llm,
+                int(cfg["ecg_token_id"]),
+                projector=proj_kind,
+                num_ecg_tokens=int(proj["num_ecg_tokens"]),
+                temperature=float(proj.get("temperature", 1.0)),
+                vocab_excluded_ids=proj.get("vocab_excluded_ids"),
+                vocab_hard=bool(proj.get("hard", False)),
+                feature_dim=feature_dim,
+                encoder_spec=enc_cfg,
+                llm_source=LLMSource(cfg["base_llm"]["name_or_path"], cfg["base_llm"].get("revision")),
+                encoder_checkpointing=encoder_checkpointing,
+            )
+        except KeyError as err:
+            raise StageError(f"{cfg_path}: not a valid ECG-LM config: field {err} is missing") from err
+        except (TypeError, ValueError) as err:
+            raise StageError(f"{cfg_path}: not a valid ECG-LM config: {err}") from err
         try:
             state = load_file(str(weights_path), device=str(model.device))
         except (OSError, SafetensorError) as err:
@@ -482,20 +491,46 @@ class ECGLM(nn.Module):
         return model
 
 
-def build_encoder(spec: dict[str, Any], *, where: str = "config") -> nn.Module:
-    """Build the encoder named by ``spec`` (``{"target": "ecglm.module:Class", "kwargs": {...}}``).
+def _encoder_registry() -> dict[str, type[nn.Module]]:
+    """The encoders a saved model may name as ``encoder.target``: a fixed table, never a free import path."""
+    from ecglm.encoder import ResNet1d18
 
-    Only classes of the ``ecglm`` package are imported (a saved config never names arbitrary code).
+    return {"ecglm.encoder:ResNet1d18": ResNet1d18}
+
+
+#: JSON types an encoder keyword may take (bool is refused where an int is expected).
+_KWARG_TYPES = (int, float, str, bool)
+
+
+def build_encoder(spec: dict[str, Any], *, where: str = "config") -> nn.Module:
+    """Build the encoder named by ``spec`` (``{"target": "ecglm.encoder:ResNet1d18", "kwargs": {...}}``).
+
+    ``target`` must be a key of the fixed encoder registry and ``kwargs`` plain JSON scalars named by the
+    class's constructor: a model folder can choose among known encoders and their sizes, never run an
+    arbitrary callable. Raises StageError naming ``where`` and the field.
     """
-    target = spec.get("target", "")
-    module_name, _, attr = target.partition(":")
-    if not (module_name == "ecglm" or module_name.startswith("ecglm.")) or not attr:
-        raise StageError(f"{where}: encoder target {target!r} is not a class of the ecglm package; pass encoder=")
+    registry = _encoder_registry()
+    target = spec.get("target") if isinstance(spec, dict) else None
+    if not isinstance(target, str) or target not in registry:
+        raise StageError(
+            f"{where}: field encoder.target {target!r} is not a known encoder (known: {sorted(registry)}); "
+            "a model folder names its encoder from this fixed list, never a free import path "
+            "(for another encoder class, build it and pass encoder=)"
+        )
+    cls = registry[target]
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise StageError(f"{where}: field encoder.kwargs must be a mapping, got {type(kwargs).__name__}")
+    allowed = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise StageError(f"{where}: field encoder.kwargs.{key} is not an argument of {target} ({allowed})")
+        if not isinstance(value, _KWARG_TYPES):
+            raise StageError(f"{where}: field encoder.kwargs.{key} must be a number, string or boolean, got {value!r}")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise StageError(f"{where}: cannot import the encoder {target!r}: {err}") from err
-    return cls(**spec.get("kwargs", {}))
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise StageError(f"{where}: field encoder.kwargs does not build {target}: {err}") from err
 
 
 # ----------------------------------------------------------------------------------------- scoring

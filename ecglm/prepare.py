@@ -373,20 +373,38 @@ def _database_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     of fields.
     """
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is dropped
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             missing = [c for c in DATABASE_COLUMNS if c not in header]
             if missing:
-                raise StageError(f"{path}: missing column(s) {', '.join(missing)}")
+                raise StageError(f"{path}: missing column(s) {', '.join(missing)}{_header_hint(header)}")
             for lineno, row in enumerate(reader, 1):
                 if None in row or any(v is None for v in row.values()):
                     raise StageError(f"{path}: the row ending on line {reader.line_num} does not have {len(header)} fields")
                 yield lineno, row
     except FileNotFoundError:
         raise StageError(f"{path}: missing (is --source a PTB-XL folder?)") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+    except UnicodeDecodeError as err:
+        raise StageError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset {err.start}); "
+            "PTB-XL's ptbxl_database.csv is UTF-8 with comma separators (was it re-saved by a spreadsheet "
+            "in another encoding?)"
+        ) from None
+    except (OSError, csv.Error) as err:
         raise StageError(f"{path}: cannot read ({err})") from None
+
+
+def _header_hint(header: list[str]) -> str:
+    """Why a header lacks PTB-XL's columns, when the cause can be seen: another separator."""
+    line = ",".join(header)
+    for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+        if line.count(sep) >= len(DATABASE_COLUMNS) // 2:
+            return (
+                f" (its header is separated by {name}, not commas: PTB-XL's ptbxl_database.csv is UTF-8 "
+                "with comma separators; was it re-saved by a spreadsheet?)"
+            )
+    return f" (its header starts {line[:60]!r})" if line else " (the file has no header line)"
 
 
 def _ecg_id(row: dict[str, str], path: Path, lineno: int) -> int:

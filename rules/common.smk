@@ -104,7 +104,7 @@ elif os.path.isdir(LLM["name"]):
     LLM_DIR = LLM["name"]  # a local save_pretrained folder: checked by fetch-llm, not copied
     LLM_INPUT = f"{RESULTS}/llm-manifest.json"
 else:
-    LLM_DIR = str(local_dir_for(LLM["name"], LLM["revision"]))
+    LLM_DIR = str(local_dir_for(LLM["name"].removeprefix("hf:"), LLM["revision"]))
     LLM_INPUT = f"{LLM_DIR}/ecglm-llm.json"
 
 

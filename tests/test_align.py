@@ -66,7 +66,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
         kind = i % len(REPORTS)
         wave = np.sin(2 * np.pi * (kind + 1) * t) * 800 + rng.normal(0, 50, (N_LEADS, T))
         signals[i] = wave.astype(np.int16)
-    np.save(root / "signals_100.npy", signals)
+    np.save(root / "signals.npy", signals)  # T = 64: a name that states no rate (a signals_<fs>.npy must be 10 s)
     writers = {split: ShardWriter(root / "pairs" / split, split, 5, set(range(1, n_ecg + 1))) for split in ("train", "val", "test")}
     for i in range(n_ecg):
         split = "train" if i < 6 else "val"
@@ -82,7 +82,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
         w.close()
     rhythms = [["SR"], ["SR"], ["AFIB"], ["SR"], ["SR", "SARRH"], ["SR"], ["SR"], ["AFIB"], []]
     pl.DataFrame({"ecg_id": list(range(1, n_ecg + 1)), "rhythm": rhythms}).write_parquet(root / "records.parquet")
-    return {"llm": llm, "pairs": root / "pairs", "signals": root / "signals_100.npy", "records": root / "records.parquet"}
+    return {"llm": llm, "pairs": root / "pairs", "signals": root / "signals.npy", "records": root / "records.parquet"}
 
 
 def config(world, **kw) -> AlignConfig:

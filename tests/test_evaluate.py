@@ -72,7 +72,7 @@ TEST_SINGLE_DIAGNOSTIC = [7, 8, 9, 10, 11, 12, 13, 14]  # rows of the single-cla
 
 
 def write_store(folder: Path, rows=ROWS, seed: int = 0) -> dict[str, Path]:
-    """records.parquet, signals_100.npy (int16 [N, 12, T]) and findings.parquet in ``folder``."""
+    """records.parquet, signals.npy (int16 [N, 12, T], T short: a name that states no rate) and findings.parquet in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     n = len(rows)
     ecg_ids = [1000 + 3 * i for i in range(n)]
@@ -100,7 +100,7 @@ def write_store(folder: Path, rows=ROWS, seed: int = 0) -> dict[str, Path]:
             "findings": pl.Series([[] for _ in range(n)], dtype=pl.List(pl.String)),
         }
     )
-    paths = {"records": folder / "records.parquet", "signals": folder / "signals_100.npy", "findings": folder / "findings.parquet"}
+    paths = {"records": folder / "records.parquet", "signals": folder / "signals.npy", "findings": folder / "findings.parquet"}
     records.write_parquet(paths["records"])
     np.save(paths["signals"], signals)
     findings.write_parquet(paths["findings"])

@@ -125,7 +125,7 @@ def test_load_llm_refuses_remote_code_by_default(tmp_path, llm_dir):
     folder.mkdir()
     marker = tmp_path / "remote_code_ran"
     code = f"open({str(marker)!r}, 'w').write('ran')\n"
-    for name in ("tokenizer.json", "tokenizer_config.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "model.safetensors"):  # a complete folder but for its code
         (folder / name).write_bytes((llm_dir / name).read_bytes())
     (folder / "configuration_custom.py").write_text(code)
     (folder / "modeling_custom.py").write_text(code)
@@ -512,7 +512,7 @@ def test_load_names_the_file_that_is_wrong(llm, tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(StageError, match="model.safetensors"):
         ECGLM.load(folder, model.llm, encoder=TinyEncoder())
-    with pytest.raises(StageError, match="not a class of the ecglm package"):
+    with pytest.raises(StageError, match="encoder.target .* is not a known encoder"):
         ECGLM.load(folder, model.llm)  # the test encoder lives outside the package: never imported
 
 

@@ -257,3 +257,13 @@ def test_parse_reply(content, ok):
     else:
         with pytest.raises(_BadReply):
             _parse_reply(content, ["0", "1"])
+
+
+def test_an_error_that_echoes_the_authorization_header_prints_no_key(server, database, tmp_path, env, capsys, caplog):
+    """An endpoint whose 401 body echoes the request's headers: the key appears in no error or log line."""
+    server.push(status=401, message=f"bad key; request headers: {{'Authorization': 'Bearer {KEY}'}}")
+    assert run(server, database, tmp_path, "--retries", "0") == 1
+    err = capsys.readouterr().err
+    assert "HTTP 401" in err and "[REDACTED]" in err
+    assert KEY not in err and KEY not in caplog.text
+    assert server.log[0]["auth"] == f"Bearer {KEY}"  # the key was sent, only never printed

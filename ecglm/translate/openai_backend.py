@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from ecglm.errors import StageError
+from ecglm.errors import StageError, scrub_secrets
 from ecglm.translate.cache import CacheKey, TranslationCache
 from ecglm.translate.glossary import Glossary, load_glossary, tokenize
 from ecglm.translate.langdetect import LanguageDetector
@@ -394,4 +394,4 @@ def _status_text(err) -> str:
         message = body.get("error", {}).get("message") if isinstance(body, dict) else None
     except Exception:  # a non-JSON error body
         message = None
-    return message or getattr(err, "message", "") or "no message"
+    return scrub_secrets(message or getattr(err, "message", "") or "no message")
