@@ -504,3 +504,32 @@ def test_age_dependent_threshold_partition_is_accepted():
     assert rule.leads == ("V2", "V3")
     assert rule.above[0].threshold.value_for("male", 39) == 0.25
     assert rule.above[0].threshold.value_for("male", 40) == 0.2
+
+
+def test_findings_bench_counts_the_two_by_two_tables():
+    # bench/findings.py: sensitivity / specificity of a finding against PTB-XL codes, NORM-only rates
+    spec = importlib.util.spec_from_file_location("bench_findings", Path(__file__).parent.parent / "bench" / "findings.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = pl.DataFrame({
+        "ecg_id": [1, 2, 3, 4, 5],
+        "codes": [["NORM", "SR"], ["NORM", "SR"], ["IMI", "SR"], ["LNGQT", "SR"], ["NORM", "AFIB"]],
+        "superclasses": [["NORM"], ["NORM"], ["MI"], ["STTC"], ["NORM"]],
+        "heart_axis": ["", "LAD", "", "", ""],
+    })  # fmt: skip
+    findings = pl.DataFrame({
+        "ecg_id": [1, 2, 3, 4, 5],
+        "findings": [["sinus_rhythm", "short_qt"], ["left_axis_deviation"], ["st_elevation"], ["long_qt"], []],
+    })  # fmt: skip
+    rates, comps = bench.agreement(table, findings)
+    rate = {r["finding"]: (r["norm_k"], r["norm_n"]) for r in rates}
+    assert rate["short_qt"] == (1, 3) and rate["st_elevation"] == (0, 3) and rate["left_axis_deviation"] == (1, 3)
+    two_by_two = {(c["finding"], c["label"]): (c["tp"], c["fn"], c["fp"], c["tn"]) for c in comps}
+    assert two_by_two[("sinus_rhythm", "SR")] == (1, 3, 0, 1)
+    assert two_by_two[("long_qt", "LNGQT")] == (1, 0, 0, 4)
+    assert two_by_two[("st_elevation", "STE_/MI")] == (1, 0, 0, 4)
+    assert two_by_two[("left_axis_deviation", "axis LAD/ALAD")] == (1, 0, 0, 4)
+    assert two_by_two[("atrial_fibrillation", "AFIB")] == (0, 1, 0, 4)
+    lo, hi = bench.wilson(1, 3)
+    assert 0.0 < lo < 1 / 3 < hi < 1.0
+    assert all(math.isnan(v) for v in bench.wilson(0, 0))  # no interval without records

@@ -485,3 +485,30 @@ def test_sinus_arrhythmia_keeps_its_p_wave(fs):
         m = measure_record(synthetic_ecg(fs, hr=75, pr=170, rr_jitter=0.25, noise_mv=0.01, seed=seed), fs)
         assert m["RR_SDNN_Global"] / m["RR_Mean_Global"] > 0.06
         assert m["P_Amp_II"] == pytest.approx(0.15, abs=0.04) and abs(m["PR_Int_Global"] - 170) <= TOL_PR
+
+
+# ---------------------------------------------------------------------------- issue 21: QT must not read short
+
+
+# With 20 uV of noise at 100 Hz the measured QT is 390 ms: the tangent-method T end (the 75th
+# percentile of the leads' ends) runs early, the cause issue 21 found for short QT in 47% of the real
+# NORM-only sample records. strict: this case fails the suite once the T end is fixed, so the mark goes.
+QT_RUNS_SHORT = pytest.mark.xfail(strict=True, reason="issue 21: T end found early (QT 390 ms, not 400)")
+
+
+@pytest.mark.parametrize(("fs", "noise_mv"), [(100, 0.005), (500, 0.005), (500, 0.02),
+                                              pytest.param(100, 0.02, marks=QT_RUNS_SHORT)])
+def test_qt_of_400_ms_at_60_bpm_does_not_read_short(fs, noise_mv):
+    # a normal QT (400 ms at 60 bpm: every rate correction gives 400 ms) must be neither measured
+    # short nor described as a short QT interval (AHA/ACCF/HRS 2009 part IV: QTc <= 390 ms)
+    from ecglm.describe import describe
+    from ecglm.guidelines import load_guidelines
+
+    m = measure_record(synthetic_ecg(fs, hr=60, qt=400, noise_mv=noise_mv, seed=fs), fs)
+    assert abs(m["QT_Int_Global"] - 400) <= TOL_QT
+    assert m["QT_IntFramingham_Global"] > 390
+    features = pl.DataFrame([{"ecg_id": 1, **m}], schema={"ecg_id": pl.Int64, **{c: pl.Float64 for c in m}})
+    patients = pl.DataFrame({"ecg_id": [1], "sex": ["female"], "age": [50]})
+    findings = describe(features, patients, load_guidelines())["findings"][0].to_list()
+    assert "short_qt" not in findings and "long_qt" not in findings
+    assert "sinus_rhythm" in findings
