@@ -11,8 +11,8 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from ecglm.config import validate_config
-from ecglm.errors import StageError
+from ecglm.core.config import validate_config
+from ecglm.core.errors import StageError
 
 min_version("9.0")
 

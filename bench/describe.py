@@ -2,11 +2,11 @@
 
 Builds a PTB-XL-sized 12SL feature table (21,799 rows, 783 columns like PTB-XL+'s: the columns the
 rules read plus extras, realistic random values, some empty cells, rows unsorted, ecg_id mid-table),
-runs :func:`ecglm.describe.describe` and a straightforward pandas ``iterrows`` implementation of the
+runs :func:`ecglm.text.describe.describe` and a straightforward pandas ``iterrows`` implementation of the
 SAME rules (written here, independently of the engine), checks that both give the same phrases and
 findings for every row, and prints rows/second of each and the ratio.
 
-    python bench/describe.py [--rows 21799] [--seed 0] [--guidelines config/guidelines.yaml]
+    python bench/describe.py [--rows 21799] [--seed 0] [--guidelines ecglm/text/guidelines.yaml]
 
 ``reference_describe`` is also used by tests/test_describe.py as an independent oracle.
 """
@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from ecglm.describe import LEAD_COLUMNS_OUT, describe
-from ecglm.guidelines import (
+from ecglm.core.leads import LEADS
+from ecglm.text.describe import LEAD_COLUMNS_OUT, describe
+from ecglm.text.guidelines import (
     DEFAULT_GUIDELINES,
     KNOWN_COLUMNS,
     LIMB_LEADS,
@@ -35,7 +36,6 @@ from ecglm.guidelines import (
     Rule,
     load_guidelines,
 )
-from ecglm.leads import LEADS
 
 PTBXL_ROWS = 21_799
 PTBXL_PLUS_COLUMNS = 783
@@ -48,7 +48,7 @@ def make_features(n: int = PTBXL_ROWS, seed: int = 0, null_fraction: float = 0.0
     """A 12SL-shaped feature table: ``n`` unsorted rows, ecg_id mid-table, 783 columns, some nulls.
 
     Values follow adult ECG distributions in ms / mV / bpm / degrees, with enough spread that every
-    rule of config/guidelines.yaml fires on some rows.
+    rule of ecglm/text/guidelines.yaml fires on some rows.
     """
     rng = np.random.default_rng(seed)
     cols: dict[str, np.ndarray] = {}

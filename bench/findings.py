@@ -2,7 +2,7 @@
 
 Measures the real sample records with `ecglm measure` (no PTB-XL+ row is used: this is the path of
 the demo world, of every record without a PTB-XL+ row and of every recording a user brings to the
-chat), describes them with `ecglm describe` and config/guidelines.yaml, and prints
+chat), describes them with `ecglm describe` and ecglm/text/guidelines.yaml, and prints
 
 1. for every finding, its rate among the records whose only diagnostic superclass is NORM (with a
    95% Wilson interval) and among all records;
@@ -86,8 +86,8 @@ def _fmt(k: int, n: int) -> str:
 
 def load_sample(sample: Path, fs: int) -> pl.DataFrame:
     """ecg_id, sex, age, age_over_89, codes, superclasses, heart_axis of the sample records present at ``fs``."""
-    from ecglm.labels import aggregate_labels, load_scp_statements, parse_scp_codes
-    from ecglm.physionet import record_path
+    from ecglm.data.labels import aggregate_labels, load_scp_statements, parse_scp_codes
+    from ecglm.data.physionet import record_path
 
     statements = load_scp_statements(sample / "scp_statements.csv")
     db = pl.read_csv(sample / "ptbxl_database.csv", infer_schema_length=0)
@@ -111,9 +111,9 @@ def load_sample(sample: Path, fs: int) -> pl.DataFrame:
 
 
 def measure_sample(sample: Path, table: pl.DataFrame, fs: int, workers: int) -> pl.DataFrame:
-    from ecglm.measure import measure_signals_with_reasons
-    from ecglm.physionet import record_path
-    from ecglm.wfdb_records import read_record
+    from ecglm.data.measure import measure_signals_with_reasons
+    from ecglm.data.physionet import record_path
+    from ecglm.data.wfdb_records import read_record
 
     ids = table["ecg_id"].to_list()
     signals = np.stack([read_record(sample / record_path(i, fs), fs) for i in ids])  # [N, 12, T] int16 uV
@@ -171,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=Path, default=SAMPLE, help=f"the real PTB-XL sample folder (default: {SAMPLE})")
     p.add_argument("--fs", type=int, choices=(100, 500), default=100, help="sampling rate (default: 100)")
     p.add_argument("--workers", type=int, default=1, help="measuring processes (default: 1)")
-    p.add_argument("--guidelines", type=Path, default=None, help="guidelines YAML (default: config/guidelines.yaml)")
+    p.add_argument("--guidelines", type=Path, default=None, help="guidelines YAML (default: ecglm/text/guidelines.yaml)")
     p.add_argument("--features", type=Path, default=None, help="a table saved by --save-features: skip measuring")
     p.add_argument("--save-features", type=Path, default=None, help="write the measured features here (.parquet)")
     args = p.parse_args(argv)
-    from ecglm.describe import describe
-    from ecglm.guidelines import DEFAULT_GUIDELINES, load_guidelines
+    from ecglm.text.describe import describe
+    from ecglm.text.guidelines import DEFAULT_GUIDELINES, load_guidelines
 
     if not (args.sample / "ptbxl_database.csv").is_file():
         print(f"skipped: {args.sample}/ptbxl_database.csv not found")

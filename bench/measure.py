@@ -54,9 +54,9 @@ def _quantiles(values: np.ndarray) -> str:
 
 
 def bench_real(sample: Path, fs: int, workers: int) -> None:
-    from ecglm.measure import measure_signals_with_reasons
-    from ecglm.physionet import record_path
-    from ecglm.wfdb_records import read_record
+    from ecglm.data.measure import measure_signals_with_reasons
+    from ecglm.data.physionet import record_path
+    from ecglm.data.wfdb_records import read_record
 
     db = pl.read_csv(sample / "ptbxl_database.csv", columns=["ecg_id", "scp_codes"], infer_schema_length=0)
     ids, codes = [], []
@@ -118,7 +118,7 @@ def _generate_demo(dest: Path, n_records: int, workers: int) -> None:
 
 def bench_demo(demo: Path | None, n_records: int, fs: int, workers: int) -> None:
     """Measured vs generated HR, PR, QRS, QT on a demo world (``demo``: a `demo-data --dest` folder)."""
-    from ecglm.measure import failures_path, measure_source
+    from ecglm.data.measure import failures_path, measure_source
 
     with tempfile.TemporaryDirectory() as tmp:
         if demo is None:

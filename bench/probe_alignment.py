@@ -3,7 +3,7 @@
 For the validation alignment samples (``PAIRS/val``), the mean cross-entropy per target token (the
 alignment loss: report and lead-description spans) with the ``<ecg>`` position holding, in turn:
 
-* ``key``      the embedding of the rhythm class's key word (:func:`ecglm.demo_llm.key_word`), the
+* ``key``      the embedding of the rhythm class's key word (:func:`ecglm.train.demo_llm.key_word`), the
                word that the demo LLM learnt to read in the slot: an oracle for what one token can say;
 * ``wrong``    the key word of another rhythm class (the same permutation for every run);
 * ``aligned``  the projected ECG of ``--align`` (if given);
@@ -32,11 +32,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ecglm.demo_llm import key_word, task_class  # noqa: E402
-from ecglm.evaluate import task_classes  # noqa: E402
-from ecglm.llm import load_llm  # noqa: E402
-from ecglm.pairs_data import PairsDataset, collate_pairs  # noqa: E402
-from ecglm.prompts import ECG_TOKEN  # noqa: E402
+from ecglm.models.llm import load_llm  # noqa: E402
+from ecglm.text.prompts import (
+    ECG_TOKEN,  # noqa: E402
+    task_classes,  # noqa: E402
+)
+from ecglm.train.demo_llm import key_word, task_class  # noqa: E402
+from ecglm.train.pairs_data import PairsDataset, collate_pairs  # noqa: E402
 
 
 def rhythm_of(records: Path) -> dict[int, str | None]:
@@ -89,7 +91,7 @@ def main() -> None:
     rhythm = rhythm_of(args.records)
     model = None
     if args.align is not None:
-        from ecglm.multimodal import ECGLM
+        from ecglm.models.multimodal import ECGLM
         model = ECGLM.load(args.align, llm, tokenizer=tok).eval()
 
     ds = PairsDataset(args.pairs, "val", args.signals, tok, 384)

@@ -14,23 +14,24 @@ import logging
 import os
 import sys
 
-from ecglm.errors import SecretFilter, StageError, scrub_secrets
+from ecglm.core.errors import SecretFilter, StageError, scrub_secrets
 
 # The stage modules, in pipeline order. Each one registers its own subcommand(s).
 STAGE_MODULES = [
-    "ecglm.download",
-    "ecglm.demo.cli",
-    "ecglm.prepare",
-    "ecglm.measure",
-    "ecglm.translate.cli",
-    "ecglm.describe",
-    "ecglm.expand",
-    "ecglm.train_encoder",
-    "ecglm.fetch_llm",
-    "ecglm.demo_llm",
-    "ecglm.align",
-    "ecglm.evaluate",
-    "ecglm.tables",
+    "ecglm.data.download",
+    "ecglm.data.demo.cli",
+    "ecglm.data.prepare",
+    "ecglm.data.measure",
+    "ecglm.text.translate.cli",
+    "ecglm.text.describe",
+    "ecglm.text.expand",
+    "ecglm.train.train_encoder",
+    "ecglm.models.fetch_llm",
+    "ecglm.train.demo_llm",
+    "ecglm.train.align",
+    "ecglm.eval.evaluate",
+    "ecglm.eval.baselines",
+    "ecglm.eval.tables",
 ]
 
 

@@ -5,9 +5,11 @@ import json
 import os
 import shlex
 
-from ecglm.prompts import TASK_LABEL_COLUMNS, TASKS
-from ecglm.fetch_llm import local_dir_for
-from ecglm.physionet import PROJECTS
+from ecglm.text.prompts import TASK_LABEL_COLUMNS, TASKS
+from ecglm.models.fetch_llm import local_dir_for
+from ecglm.data.physionet import PROJECTS
+from ecglm.text.guidelines import DEFAULT_GUIDELINES
+from ecglm.text.translate.glossary import DEFAULT_GLOSSARY_DIR
 
 
 RUN = config["run"]
@@ -46,7 +48,8 @@ def repo_path(path):
     return path if os.path.isabs(path) else os.path.join(workflow.basedir, path)
 
 
-GUIDELINES = repo_path(config["text"]["guidelines"])
+# null = the rules shipped in the package; a user's own file wins
+GUIDELINES = repo_path(config["text"]["guidelines"]) if config["text"]["guidelines"] else str(DEFAULT_GUIDELINES)
 
 RESOURCES = config["resources"]
 # The software environment of every rule (snakemake --software-deployment-method conda).

@@ -12,7 +12,7 @@ if config["text"]["backend"] == "openai":
 rule translate_reports:
     input:
         records=f"{RESULTS}/data/records.parquet",
-        glossary=glob.glob(os.path.join(workflow.basedir, "config", "glossary", "*")),
+        glossary=sorted(glob.glob(os.path.join(DEFAULT_GLOSSARY_DIR, "*"))),
     output:
         reports=f"{RESULTS}/text/reports_en.parquet",
         untranslated=f"{RESULTS}/text/reports_en.untranslated.csv",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ecglm.finding_agreement import finding_agreement
+from ecglm.text.finding_agreement import finding_agreement
 
 
 def main() -> None:

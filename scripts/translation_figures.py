@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Print the translate stage's three figures on the real PTB-XL sample, per part.
 
-The parts: the held-out fifth (ecg_id % 5 == 0, never used to write config/glossary/) and the rest.
+The parts: the held-out fifth (ecg_id % 5 == 0, never used to write ecglm/text/translate/glossary/) and the rest.
 Figures: language detection vs. an independent labelling (Hunspell + hand labels), the share of
 non-English reports left with no German/Swedish word, and the share of clinical concepts the English
 keeps. Needs Debian's hunspell-de-de, hunspell-sv and hunspell-en-us.
@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ecglm.translate import hunspell
-    from ecglm.translate.evaluation import HELD_OUT, REST, glossary_figures
+    from ecglm.text.translate import hunspell
+    from ecglm.text.translate.evaluation import HELD_OUT, REST, glossary_figures
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", default=str(REPO.parent / "shared" / "ptbxl-sample"),

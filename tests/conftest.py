@@ -42,14 +42,19 @@ def chatdoctor_sample() -> Path:
     return _need(CHATDOCTOR_SAMPLE)
 
 
+#: The one demo world of a test session (test_demo.py checks its counts against these settings).
+DEMO_WORLD = {"n_records": 220, "seed": 7, "min_per_class": 3}
+
+
 @pytest.fixture(scope="session")
 def demo_world(tmp_path_factory) -> Path:
     """A small demo world (ecglm demo-data), generated once per test session: the folder holding
     ptb-xl/1.0.3/, ptb-xl-plus/1.0.1/, ecg-qa/, healthcaremagic/ and truth.csv."""
-    from ecglm.demo.world import generate_world
+    from ecglm.data.demo.world import generate_world
 
     dest = tmp_path_factory.mktemp("demo-world")
-    generate_world(dest, n_records=160, seed=7, min_per_class=4, workers=2, progress=False)
+    generate_world(dest, n_records=DEMO_WORLD["n_records"], seed=DEMO_WORLD["seed"],
+                   min_per_class=DEMO_WORLD["min_per_class"], workers=2, progress=False)  # fmt: skip
     return dest
 
 

@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from ecglm.physionet import PROJECTS, record_path, write_checksums
+from ecglm.data.physionet import PROJECTS, record_path, write_checksums
 
 PTBXL_TABLES = ("ptbxl_database.csv", "scp_statements.csv", "LICENSE.txt", "RECORDS")
 

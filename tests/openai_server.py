@@ -26,7 +26,7 @@ from typing import Callable
 
 def glossary_responder(items: list[dict]) -> dict[str, str]:
     """Translate the request's items with the glossary backend (a deterministic 'model')."""
-    from ecglm.translate.translator import GlossaryTranslator, Hint
+    from ecglm.text.translate.translator import GlossaryTranslator, Hint
 
     translator = GlossaryTranslator()
     english = translator.translate(

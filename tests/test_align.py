@@ -1,7 +1,7 @@
 """`ecglm align`: alignment training against a frozen tiny LLM, on CPU.
 
 A tiny random Llama (tests/tiny_llm.py), a ResNet-18 1D encoder of base width 4, and a small pairs folder
-written with ecglm.expand's own row builder and shard writer, beside an int16 signals array.
+written with ecglm.text.expand's own row builder and shard writer, beside an int16 signals array.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import torch
 from safetensors.torch import load_file
 from tiny_llm import build_tiny_llm
 
-import ecglm.llm
-from ecglm.align import AlignConfig, align, epoch_order, lr_factor, micro_batches, step_indices
-from ecglm.errors import StageError
-from ecglm.expand import Expansion, ShardWriter, sample_rows
-from ecglm.leads import LEADS, N_LEADS
-from ecglm.pairs_data import PairsDataset, collate_pairs
-from ecglm.tokenize_pairs import IGNORE_INDEX
+import ecglm.models.llm
+from ecglm.core.errors import StageError
+from ecglm.core.leads import LEADS, N_LEADS
+from ecglm.models.tokenize_pairs import IGNORE_INDEX
+from ecglm.text.expand import Expansion, ShardWriter, sample_rows
+from ecglm.train.align import AlignConfig, align, epoch_order, lr_factor, micro_batches, step_indices
+from ecglm.train.pairs_data import PairsDataset, collate_pairs
 
 T = 64  # samples per lead
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def log_lines(folder: Path) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------- data
 def test_pairs_dataset_joins_shards_to_signals(world):
-    _, tokenizer = ecglm.llm.load_llm(world["llm"], dtype="float32")
+    _, tokenizer = ecglm.models.llm.load_llm(world["llm"], dtype="float32")
     data = PairsDataset(world["pairs"], "train", world["signals"], tokenizer, 256)
     assert len(data) == 12  # 6 ECGs, original + 1 copy
     item = data[1]  # the copy of ECG 1: 4 leads dropped
@@ -113,7 +113,7 @@ def test_pairs_dataset_joins_shards_to_signals(world):
 
 
 def test_pairs_dataset_names_bad_input(world, tmp_path):
-    _, tokenizer = ecglm.llm.load_llm(world["llm"], dtype="float32")
+    _, tokenizer = ecglm.models.llm.load_llm(world["llm"], dtype="float32")
     with pytest.raises(StageError, match="no part-"):
         PairsDataset(tmp_path, "train", world["signals"], tokenizer, 256)
     small = tmp_path / "small.npy"
@@ -174,7 +174,7 @@ def test_worker_processes_do_not_change_the_result(world, tmp_path):
 
 # ------------------------------------------------------------------------------------------- training
 def test_short_run_lowers_the_loss_writes_outputs_and_leaves_the_llm_untouched(world, tmp_path, monkeypatch):
-    real_load = ecglm.llm.load_llm
+    real_load = ecglm.models.llm.load_llm
     loaded = _spy_llm(monkeypatch)
     out = tmp_path / "out"
     # global batch 12 = the whole train split: every step sees the same samples, so losses compare
@@ -201,7 +201,7 @@ def test_short_run_lowers_the_loss_writes_outputs_and_leaves_the_llm_untouched(w
         assert torch.equal(trained_llm.state_dict()[name], value), name
     assert not any(p.requires_grad for p in trained_llm.parameters())
 
-    from ecglm.multimodal import ECGLM
+    from ecglm.models.multimodal import ECGLM
 
     model = ECGLM.load(out, fresh)
     for k, v in model.trainable_state_dict().items():
@@ -267,9 +267,10 @@ def test_balanced_draws_follow_the_records_labels(world, tmp_path):
 
 def saved_encoder(folder: Path):
     """A random width-4 encoder saved as a train-encoder folder (model.safetensors + config.yaml)."""
-    from ecglm.encoder import ResNet1d18
-    from ecglm.train_encoder import EncoderConfig
     from safetensors.torch import save_file
+
+    from ecglm.models.encoder import ResNet1d18
+    from ecglm.train.train_encoder import EncoderConfig
 
     folder.mkdir()
     torch.manual_seed(0)
@@ -312,22 +313,22 @@ def test_resume_refuses_a_checkpoint_of_another_config(world, tmp_path):
 
 
 def _spy_llm(monkeypatch) -> list:
-    """Wrap the real ecglm.llm.load_llm to keep the models it returns."""
+    """Wrap the real ecglm.models.llm.load_llm to keep the models it returns."""
     loaded = []
-    real_load = ecglm.llm.load_llm
+    real_load = ecglm.models.llm.load_llm
 
     def spy(*args, **kwargs):
         model, tok = real_load(*args, **kwargs)
         loaded.append(model)
         return model, tok
 
-    monkeypatch.setattr(ecglm.llm, "load_llm", spy)
+    monkeypatch.setattr(ecglm.models.llm, "load_llm", spy)
     return loaded
 
 
 def test_gradient_checkpointing_recomputes_the_llm_and_trains_the_same(world, tmp_path, monkeypatch):
     calls: list[int] = []
-    real_load = ecglm.llm.load_llm
+    real_load = ecglm.models.llm.load_llm
 
     def counting(*args, **kwargs):
         model, tok = real_load(*args, **kwargs)
@@ -335,7 +336,7 @@ def test_gradient_checkpointing_recomputes_the_llm_and_trains_the_same(world, tm
         model.model.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
         return model, tok
 
-    monkeypatch.setattr(ecglm.llm, "load_llm", counting)
+    monkeypatch.setattr(ecglm.models.llm, "load_llm", counting)
     runs = {}
     for flag in (False, True):
         calls.clear()
@@ -386,6 +387,7 @@ def _cli(world, out: Path, *sets: str, resume: Path | None = None, signals_flag:
     return cmd
 
 
+@pytest.mark.slow  # a subprocess: runs in CI; -m 'not slow' skips it
 def test_cli_resumes_after_sigkill(world, tmp_path):
     sets = ("epochs=30", "batch_size=2", "grad_accum=2", "checkpoint_every=3")  # 90 steps
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -412,6 +414,7 @@ def test_cli_resumes_after_sigkill(world, tmp_path):
     assert len(events) == 1 and events[0]["from"].endswith(killed_at)
 
 
+@pytest.mark.slow  # a subprocess: runs in CI; -m 'not slow' skips it
 def test_ddp_two_processes_match_one_process(world, tmp_path):
     """2 gloo processes x grad_accum 2 == 1 process x grad_accum 4 (global batch 8): same losses, rtol 1e-5."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

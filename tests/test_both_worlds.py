@@ -15,12 +15,12 @@ import polars as pl
 import pytest
 import wfdb
 
-from ecglm.labels import SUPERCLASSES, load_scp_statements, parse_scp_codes
-from ecglm.leads import LEADS
-from ecglm.measure import measure_signals
-from ecglm.prepare import prepare
-from ecglm.translate.langdetect import detect_language
-from ecglm.wfdb_records import read_record
+from ecglm.core.leads import LEADS
+from ecglm.data.labels import SUPERCLASSES, load_scp_statements, parse_scp_codes
+from ecglm.data.measure import measure_signals
+from ecglm.data.prepare import prepare
+from ecglm.data.wfdb_records import read_record
+from ecglm.text.translate.langdetect import detect_language
 
 
 def _rows(tree: Path) -> list[dict[str, str]]:

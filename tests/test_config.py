@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from ecglm.config import load_config, load_schema, validate_config
-from ecglm.errors import StageError
+from ecglm.core.config import load_config, load_schema, validate_config
+from ecglm.core.errors import StageError
 
 CONFIGS = ["config/config.yaml", "config/ptbxl.yaml", "config/ci.yaml"]
 
@@ -81,6 +81,7 @@ def test_wrong_key_or_type_names_the_key(config, named):
         validate_config(config)
 
 
+@pytest.mark.slow  # a subprocess: runs in CI; -m 'not slow' skips it
 def test_snakemake_stops_on_a_bad_config_naming_the_key(repo_root, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"data": {"skip_bad_record": True}}))
@@ -94,6 +95,7 @@ def test_snakemake_stops_on_a_bad_config_naming_the_key(repo_root, tmp_path):
     assert "config key 'data.skip_bad_record'" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # a subprocess: runs in CI; -m 'not slow' skips it
 def test_dry_run_of_default_config_is_offline(repo_root):
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "2", "--quiet", "rules"],
@@ -107,6 +109,7 @@ def test_dry_run_of_default_config_is_offline(repo_root):
         assert rule in out
 
 
+@pytest.mark.slow  # a subprocess: runs in CI; -m 'not slow' skips it
 def test_dry_run_of_the_real_config_downloads(repo_root):
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--quiet", "rules",
@@ -123,8 +126,8 @@ def test_dry_run_of_the_real_config_downloads(repo_root):
 
 @pytest.mark.parametrize(
     "section, module, cls",
-    [("encoder", "ecglm.train_encoder", "EncoderConfig"), ("demo_llm", "ecglm.demo_llm", "DemoLLMConfig"),
-     ("align", "ecglm.align", "AlignConfig")],
+    [("encoder", "ecglm.train.train_encoder", "EncoderConfig"), ("demo_llm", "ecglm.train.demo_llm", "DemoLLMConfig"),
+     ("align", "ecglm.train.align", "AlignConfig")],
 )
 def test_schema_defaults_are_the_stage_defaults(section, module, cls):
     """The rules pass a whole section as --set, so the schema's defaults ARE the pipeline's: they must be

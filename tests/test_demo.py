@@ -1,5 +1,5 @@
 """`ecglm demo-data`: the synthetic world has the real datasets' layout and quirks, and its signals
-carry their labels (measured with ecglm.measure from the written WFDB files)."""
+carry their labels (measured with ecglm.data.measure from the written WFDB files)."""
 
 from __future__ import annotations
 
@@ -12,24 +12,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DEMO_WORLD
 
-from ecglm.demo import labels as L
-from ecglm.demo.ptbxl import FEATURES_CSV
-from ecglm.physionet import DATABASE_COLUMNS
-from ecglm.demo.world import generate_world
-from ecglm.download import verify_project
-from ecglm.physionet import parse_checksums, record_path
+from ecglm.data.demo import labels as L
+from ecglm.data.demo.ptbxl import FEATURES_CSV
+from ecglm.data.demo.world import generate_world
+from ecglm.data.download import verify_project
+from ecglm.data.physionet import DATABASE_COLUMNS, parse_checksums, record_path
 
-N_BASE = 220
-MIN_PER_CLASS = 3
-SEED = 7
+N_BASE = DEMO_WORLD["n_records"]
+MIN_PER_CLASS = DEMO_WORLD["min_per_class"]
+SEED = DEMO_WORLD["seed"]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("demo")
-    generate_world(dest, n_records=N_BASE, seed=SEED, min_per_class=MIN_PER_CLASS, workers=2, progress=False)
-    return dest
+def world(demo_world) -> Path:
+    """The session's demo world (conftest.py), generated once for every test that needs one."""
+    return demo_world
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +101,7 @@ def test_trees_verify_and_records_read_with_wfdb(world, ptbxl, db):
 
     verify_project("ptbxl", ptbxl, rates=(100, 500), progress=False)
     verify_project("ptbxl_plus", world / "ptb-xl-plus" / "1.0.1", progress=False)
-    from ecglm.download import select_files  # the selection `ecglm verify` makes: every prefix must match
+    from ecglm.data.download import select_files  # the selection `ecglm verify` makes: every prefix must match
 
     plus_sums = parse_checksums((world / "ptb-xl-plus" / "1.0.1" / "SHA256SUMS.txt").read_text())
     assert {"features/12sl_features.csv", "labels/ptbxl_statements.csv"} <= set(select_files(plus_sums, "ptbxl_plus"))
@@ -192,14 +191,14 @@ def test_reports_agree_with_codes(raw_db, codes, code, pattern):
 
 
 def test_shipped_scp_statements_is_the_real_file(repo_root, ptbxl_sample):
-    shipped = repo_root / "config" / "demo" / "scp_statements.csv"
+    shipped = repo_root / "ecglm" / "data" / "demo" / "scp_statements.csv"
     assert shipped.read_bytes() == (ptbxl_sample / "scp_statements.csv").read_bytes()
 
 
 def test_code_tables_agree_with_the_shipped_scp_statements(repo_root):
-    from ecglm.labels import load_scp_statements
+    from ecglm.data.labels import load_scp_statements
 
-    shipped = repo_root / "config" / "demo" / "scp_statements.csv"
+    shipped = repo_root / "ecglm" / "data" / "demo" / "scp_statements.csv"
     statements = load_scp_statements(shipped)
     for code, superclass in L.CODE_CLASS.items():
         assert statements[code].diagnostic and statements[code].diagnostic_class == superclass, code
@@ -263,7 +262,7 @@ def test_measured_heart_rate_separates_the_sinus_rhythms(truth, features, codes)
 def test_af_is_irregular_without_p_waves(ptbxl, truth):
     import wfdb
 
-    from ecglm.measure import measure_signals
+    from ecglm.data.measure import measure_signals
 
     af = truth.index[(truth.rhythm == "AFIB") & _clean(truth)][:12]
     sr = truth.index[(truth.rhythm == "SR") & _clean(truth) & (truth.superclasses == "NORM")][:12]
@@ -394,7 +393,7 @@ def test_conversations_match_the_real_schema(world, chatdoctor_sample):
 
 
 def test_conversations_are_about_the_findings(world):
-    from ecglm.demo.conversations import INSTRUCTION
+    from ecglm.data.demo.conversations import INSTRUCTION
 
     items = json.loads((world / "healthcaremagic" / "HealthCareMagic-100k.json").read_text())
     assert {tuple(x) for x in items} == {("instruction", "input", "output")}

@@ -11,7 +11,19 @@ import polars as pl
 import pytest
 
 from ecglm.cli import main as cli_main
-from ecglm.demo_llm import (
+from ecglm.core.errors import StageError
+from ecglm.core.leads import LEADS
+from ecglm.text.prompts import (
+    ANSWER_STEM,
+    CLASS_PHRASES,
+    ECG_SENTENCE,
+    ECG_TOKEN,
+    TASKS,
+    Patient,
+    answer_text,
+    training_text,
+)
+from ecglm.train.demo_llm import (
     LETTERS,
     SPECIAL_TOKENS,
     DemoLLMConfig,
@@ -21,22 +33,17 @@ from ecglm.demo_llm import (
     corpus_stats,
     ecg_documents,
     fill_slot,
+    key_slot,
+    key_training_task,
+    key_word,
     letter_token_ids,
     load_training_inputs,
     lookup_answers,
     mcq_prompt,
     phrase_key,
-    key_word,
-    key_slot,
-    key_training_task,
     slot_findings,
     task_class,
     train_tokenizer,
-)
-from ecglm.errors import StageError
-from ecglm.leads import LEADS
-from ecglm.prompts import (
-    ANSWER_STEM, CLASS_PHRASES, ECG_SENTENCE, ECG_TOKEN, TASKS, Patient, answer_text, training_text,
 )
 
 # rhythm class -> the general finding a describe run would write for it

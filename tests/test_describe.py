@@ -1,8 +1,8 @@
-"""`ecglm describe`: guideline findings from 12SL features (ecglm.describe, ecglm.guidelines).
+"""`ecglm describe`: guideline findings from 12SL features (ecglm.text.describe, ecglm.text.guidelines).
 
 The case table below is written from the guideline sources (AHA/ACC/HRS 2007-2009 parts II-V, ESC 2018
 fourth universal definition of MI, Minnesota Code, Sokolow-Lyon 1949, Casale 1985), not generated from
-config/guidelines.yaml: each case gives the features of one ECG, the patient's sex and age and the
+ecglm/text/guidelines.yaml: each case gives the features of one ECG, the patient's sex and age and the
 whole expected description (every column not named must be null).
 """
 
@@ -17,10 +17,10 @@ import polars as pl
 import pytest
 
 from ecglm.cli import main as ecglm_main
-from ecglm.describe import LEAD_COLUMNS_OUT, OUTPUT_SCHEMA, describe, missing_features_path, read_feature_table
-from ecglm.errors import StageError
-from ecglm.guidelines import DEFAULT_GUIDELINES, load_guidelines, parse_guidelines
-from ecglm.leads import LEADS
+from ecglm.core.errors import StageError
+from ecglm.core.leads import LEADS
+from ecglm.text.describe import LEAD_COLUMNS_OUT, OUTPUT_SCHEMA, describe, missing_features_path, read_feature_table
+from ecglm.text.guidelines import DEFAULT_GUIDELINES, load_guidelines, parse_guidelines
 
 NAN = math.nan
 
@@ -294,7 +294,7 @@ def test_bad_sex_value_is_an_error():
 def test_missing_column_is_reported_and_its_rules_skipped(caplog):
     features = pl.DataFrame({"ecg_id": [1], "HR__Global": [120.0], "P_Amp_II": [0.1]})
     patients = pl.DataFrame({"ecg_id": [1], "sex": ["male"], "age": [50]})
-    with caplog.at_level(logging.WARNING, logger="ecglm.describe"):
+    with caplog.at_level(logging.WARNING, logger="ecglm.text.describe"):
         out = describe(features, patients, GUIDELINES, source="feat.csv")
     assert out["general"].to_list() == ["sinus tachycardia"]
     text = caplog.text

@@ -9,9 +9,9 @@ import pytest
 from mirror import MirrorServer, build_ptbxl_mirror, build_tree, build_zip, overlapping_connections
 
 from ecglm import cli
-from ecglm.download import download_project, select_files, verify_project
-from ecglm.errors import StageError
-from ecglm.physionet import CHECKSUMS, parse_checksums, record_path, sha256_file
+from ecglm.core.errors import StageError
+from ecglm.data.download import download_project, select_files, verify_project
+from ecglm.data.physionet import CHECKSUMS, parse_checksums, record_path, sha256_file
 
 PREFIX = "/ptb-xl/1.0.3/"
 FAST = ["--retry-delay", "0.01", "--no-progress"]

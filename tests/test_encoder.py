@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from ecglm.cli import main
-from ecglm.ecg_data import EcgDataset, check_store, multi_hot, random_lead_masks
-from ecglm.encoder import ResNet1d18, count_parameters, lead_mask_from_names
-from ecglm.errors import StageError
-from ecglm.labels import SUPERCLASSES
-from ecglm.leads import LEADS
-from ecglm.prepare import TABLE_METADATA_KEY
-from ecglm.train_encoder import (
+from ecglm.core.errors import StageError
+from ecglm.core.leads import LEADS
+from ecglm.data.ecg_data import EcgDataset, check_store, multi_hot, random_lead_masks
+from ecglm.data.labels import SUPERCLASSES
+from ecglm.data.prepare import TABLE_METADATA_KEY
+from ecglm.models.encoder import ResNet1d18, count_parameters, lead_mask_from_names
+from ecglm.train.train_encoder import (
     CONFIG_FILE,
     EVAL_LEAD_SETS,
     METRICS_FILE,

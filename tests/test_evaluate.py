@@ -26,10 +26,10 @@ from sklearn.metrics import (
 from tiny_llm import build_tiny_llm
 
 from ecglm import cli
-from ecglm.baselines import evaluate_baseline, majority_class, training_class_counts
-from ecglm.encoder import ResNet1d18
-from ecglm.errors import StageError
-from ecglm.evaluate import (
+from ecglm.core.errors import StageError
+from ecglm.core.leads import LEADS
+from ecglm.eval.baselines import evaluate_baseline, majority_class, training_class_counts
+from ecglm.eval.evaluate import (
     TextOnlyLM,
     classification_metrics,
     evaluate_zero_shot,
@@ -40,10 +40,10 @@ from ecglm.evaluate import (
     single_class_index,
     task_letters,
 )
-from ecglm.leads import LEADS
-from ecglm.llm import load_llm
-from ecglm.multimodal import ECGLM, generate_greedy
-from ecglm.prompts import ECG_TOKEN, Patient, answer_text, likelihood_text, report_prompt, zero_shot_prompt
+from ecglm.models.encoder import ResNet1d18
+from ecglm.models.llm import load_llm
+from ecglm.models.multimodal import ECGLM, generate_greedy
+from ecglm.text.prompts import ECG_TOKEN, Patient, answer_text, likelihood_text, report_prompt, zero_shot_prompt
 
 T = 64
 
@@ -444,7 +444,7 @@ def test_majority_baseline_uses_the_training_majority(tmp_path, store):
 
 
 def test_supervised_baseline_is_the_argmax_of_the_task_logits(tmp_path, store):
-    from ecglm.train_encoder import EncoderConfig, load_encoder, train_encoder
+    from ecglm.train.train_encoder import EncoderConfig, load_encoder, train_encoder
 
     classes = ["SR", "STACH", "SBRAD", "AFIB", "SARRH"]
     cfg = EncoderConfig(epochs=1, batch_size=4, base_width=4, device="cpu", label_column="rhythm", classes=["AFIB", *classes[:3], "SARRH"])
@@ -507,7 +507,7 @@ def test_cli_runs_several_modes_with_one_model_and_matches_single_runs(tmp_path,
     (["mcq", "mcq"], "x-{mode}.json", "twice"),
 ])  # fmt: skip
 def test_several_modes_need_a_mode_placeholder(tmp_path, modes, out, message):
-    from ecglm.evaluate import mode_outputs
+    from ecglm.eval.evaluate import mode_outputs
 
     with pytest.raises(StageError, match=re.escape(message)):
         mode_outputs(modes, None if out is None else tmp_path / out)

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecglm.cli import main
-from ecglm.errors import StageError
-from ecglm.expand import (
+from ecglm.core.errors import StageError
+from ecglm.core.leads import LEADS
+from ecglm.text.expand import (
     LEAD_COLUMNS,
     SCHEMA,
     Expansion,
@@ -26,8 +27,7 @@ from ecglm.expand import (
     lead_mask,
     sample_rows,
 )
-from ecglm.leads import LEADS
-from ecglm.prompts import clean_phrase, lead_description
+from ecglm.text.prompts import clean_phrase, lead_description
 
 described_patterns = st.lists(st.booleans(), min_size=12, max_size=12)
 ks = st.integers(min_value=0, max_value=11)

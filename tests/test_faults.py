@@ -19,12 +19,12 @@ import yaml
 from tiny_llm import build_tiny_llm
 
 from ecglm.cli import describe_os_error, main
-from ecglm.config import validate_config
-from ecglm.ecg_data import check_rate, check_store, open_signals
-from ecglm.errors import REDACTED, StageError, scrub_secrets
-from ecglm.llm import llm_location, load_llm
-from ecglm.multimodal import ECGLM, build_encoder
-from ecglm.prompts import ECG_TOKEN
+from ecglm.core.config import validate_config
+from ecglm.core.errors import REDACTED, StageError, scrub_secrets
+from ecglm.data.ecg_data import check_rate, check_store, open_signals
+from ecglm.models.llm import llm_location, load_llm
+from ecglm.models.multimodal import ECGLM, build_encoder
+from ecglm.text.prompts import ECG_TOKEN
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def llm_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def aligned(llm_dir, tmp_path_factory) -> Path:
     """A genuine aligned model folder (a small pipeline encoder) to tamper with."""
-    from ecglm.encoder import ResNet1d18
+    from ecglm.models.encoder import ResNet1d18
 
     llm, tokenizer = load_llm(llm_dir, dtype="float32")
     torch.manual_seed(0)
@@ -60,12 +60,12 @@ def test_a_crafted_encoder_target_writes_no_file(aligned, llm_dir, tmp_path):
     victim = tmp_path / "written-by-the-folder.txt"
 
     def edit(config):
-        config["encoder"]["target"] = "ecglm.atomic:write_text_atomic"
+        config["encoder"]["target"] = "ecglm.core.atomic:write_text_atomic"
         config["encoder"]["kwargs"] = {"path": str(victim), "text": "pwned"}
 
     folder = tampered(aligned, tmp_path, edit)
     llm, tokenizer = load_llm(llm_dir, dtype="float32")
-    with pytest.raises(StageError, match=r"config\.json: field encoder\.target 'ecglm\.atomic:write_text_atomic' is not a known encoder"):
+    with pytest.raises(StageError, match=r"config\.json: field encoder\.target 'ecglm\.core\.atomic:write_text_atomic' is not a known encoder"):
         ECGLM.load(folder, llm, tokenizer=tokenizer)
     assert not victim.exists()
 
@@ -82,12 +82,12 @@ def test_a_crafted_folder_cannot_turn_on_remote_code(aligned, llm_dir, tmp_path)
     (code_dir / "config.json").write_text(json.dumps({"model_type": "x", "auto_map": {"AutoConfig": "modeling_x.C"}}))
 
     def edit(config):
-        config["encoder"]["target"] = "ecglm.llm:load_llm"
+        config["encoder"]["target"] = "ecglm.models.llm:load_llm"
         config["encoder"]["kwargs"] = {"name_or_path": str(code_dir), "trust_remote_code": True}
 
     folder = tampered(aligned, tmp_path, edit)
     llm, tokenizer = load_llm(llm_dir, dtype="float32")
-    with pytest.raises(StageError, match=r"field encoder\.target 'ecglm\.llm:load_llm' is not a known encoder"):
+    with pytest.raises(StageError, match=r"field encoder\.target 'ecglm\.models\.llm:load_llm' is not a known encoder"):
         ECGLM.load(folder, llm, tokenizer=tokenizer)
     assert not marker.exists()
 
@@ -118,7 +118,7 @@ def test_the_genuine_folder_still_loads(aligned, llm_dir):
 # ------------------------------------------------------------------------ 2. the sampling rate is checked
 def write_records(path: Path, fs: int, n: int, t: int) -> Path:
     """A records.parquet with ecglm prepare's signals metadata."""
-    from ecglm.prepare import _write_table
+    from ecglm.data.prepare import _write_table
 
     table = pa.table({"ecg_id": pa.array(range(1, n + 1), pa.int64())})
     _write_table(table, path, {"fs": fs, "signals": f"signals_{fs}.npy", "shape": [n, 12, t]})
@@ -126,7 +126,7 @@ def write_records(path: Path, fs: int, n: int, t: int) -> Path:
 
 
 def test_measure_refuses_a_100_hz_array_read_at_500_hz(tmp_path):
-    from ecglm.measure import measure_array
+    from ecglm.data.measure import measure_array
 
     signals = np.zeros((2, 12, 1000), np.int16)  # 10 s at 100 Hz
     np.save(tmp_path / "x.npy", signals)
@@ -183,6 +183,7 @@ def test_negative_epochs_are_refused():
         validate_config(config)
 
 
+@pytest.mark.slow  # a subprocess: runs in CI; -m 'not slow' skips it
 def test_snakemake_dry_run_fails_on_a_bad_variant(tmp_path):
     config = yaml.safe_load((REPO / "config" / "ci.yaml").read_text())
     config.setdefault("variants", {})["typo"] = {"align": {"projector": "linearr"}}
@@ -229,7 +230,7 @@ def test_an_empty_llm_folder_is_named_with_what_it_lacks(tmp_path):
 
 
 def database_csv(tmp_path: Path, text: str, encoding: str = "utf-8") -> Path:
-    from ecglm.physionet import DATABASE_COLUMNS
+    from ecglm.data.physionet import DATABASE_COLUMNS
 
     source = tmp_path / "ptbxl"
     source.mkdir(parents=True)
@@ -238,8 +239,8 @@ def database_csv(tmp_path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 
 def test_prepare_names_the_separator_and_the_encoding(tmp_path):
-    from ecglm.physionet import DATABASE_COLUMNS
-    from ecglm.prepare import _database_rows
+    from ecglm.data.physionet import DATABASE_COLUMNS
+    from ecglm.data.prepare import _database_rows
 
     semi = database_csv(tmp_path / "a", "HEADER\n".replace("HEADER", ";".join(DATABASE_COLUMNS)))
     with pytest.raises(StageError, match=r"missing column\(s\) .*separated by semicolons, not commas"):
@@ -271,8 +272,8 @@ def test_a_full_disk_is_one_line():
 
 
 def test_two_downloads_into_one_folder_are_refused(tmp_path):
-    from ecglm.atomic import exclusive_lock
-    from ecglm.download import LOCK_FILE, download_project
+    from ecglm.core.atomic import exclusive_lock
+    from ecglm.data.download import LOCK_FILE, download_project
 
     dest = tmp_path / "dest"
     dest.mkdir()
@@ -287,7 +288,7 @@ def test_two_downloads_into_one_folder_are_refused(tmp_path):
 def test_a_pickled_resume_checkpoint_is_refused_as_untrusted(tmp_path):
     from safetensors.torch import save_file
 
-    from ecglm.align import RESUME_HISTORY, RESUME_LATEST, RESUME_STATE, RESUME_WEIGHTS, load_checkpoint
+    from ecglm.train.align import RESUME_HISTORY, RESUME_LATEST, RESUME_STATE, RESUME_WEIGHTS, load_checkpoint
 
     marker = tmp_path / "ran"
 

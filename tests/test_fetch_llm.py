@@ -8,8 +8,8 @@ import pytest
 from tiny_llm import build_tiny_llm
 
 from ecglm.cli import main
-from ecglm.errors import StageError
-from ecglm.fetch_llm import check_model_dir, fetch_llm, local_dir_for
+from ecglm.core.errors import StageError
+from ecglm.models.fetch_llm import check_model_dir, fetch_llm, local_dir_for
 
 
 def test_local_folder_is_checked_and_recorded(tmp_path):

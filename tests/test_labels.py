@@ -2,7 +2,7 @@
 
 The expected label lists below were looked up BY HAND in ../shared/ptbxl-sample/ptbxl_database.csv
 (scp_codes) and scp_statements.csv (diagnostic / form / rhythm flags, diagnostic_class,
-diagnostic_subclass), and are written out literally; they are not recomputed with ecglm.labels.
+diagnostic_subclass), and are written out literally; they are not recomputed with ecglm.data.labels.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from ecglm.errors import StageError
-from ecglm.labels import (
+from ecglm.core.errors import StageError
+from ecglm.data.labels import (
     LABEL_COLUMNS,
     ScpCodesError,
     aggregate_labels,
@@ -19,7 +19,7 @@ from ecglm.labels import (
     load_scp_statements,
     parse_scp_codes,
 )
-from ecglm.prepare import prepare
+from ecglm.data.prepare import prepare
 
 # ecg_id: (diagnostic, diagnostic_subclass, diagnostic_superclass, rhythm, form)
 EXPECTED = {

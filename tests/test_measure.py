@@ -16,16 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecglm.cli import main
-from ecglm.delineate import GLOBAL_COLUMNS, LEAD_MEASURES, DelineationError
-from ecglm.leads import LEADS
-from ecglm.measure import (
+from ecglm.core.leads import LEADS
+from ecglm.data.delineate import GLOBAL_COLUMNS, LEAD_MEASURES, DelineationError
+from ecglm.data.measure import (
     FEATURE_COLUMNS,
     failures_path,
     measure_record,
     measure_signals,
     measure_signals_with_reasons,
 )
-from ecglm.wfdb_records import read_record
+from ecglm.data.wfdb_records import read_record
 
 # ---------------------------------------------------------------------------- synthetic ECG
 
@@ -501,8 +501,8 @@ QT_RUNS_SHORT = pytest.mark.xfail(strict=True, reason="issue 21: T end found ear
 def test_qt_of_400_ms_at_60_bpm_does_not_read_short(fs, noise_mv):
     # a normal QT (400 ms at 60 bpm: every rate correction gives 400 ms) must be neither measured
     # short nor described as a short QT interval (AHA/ACCF/HRS 2009 part IV: QTc <= 390 ms)
-    from ecglm.describe import describe
-    from ecglm.guidelines import load_guidelines
+    from ecglm.text.describe import describe
+    from ecglm.text.guidelines import load_guidelines
 
     m = measure_record(synthetic_ecg(fs, hr=60, qt=400, noise_mv=noise_mv, seed=fs), fs)
     assert abs(m["QT_Int_Global"] - 400) <= TOL_QT

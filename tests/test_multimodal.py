@@ -13,10 +13,10 @@ import torch
 from tiny_llm import HIDDEN, build_tiny_llm
 from torch import nn
 
-from ecglm.errors import StageError
-from ecglm.leads import N_LEADS
-from ecglm.llm import load_llm
-from ecglm.multimodal import (
+from ecglm.core.errors import StageError
+from ecglm.core.leads import N_LEADS
+from ecglm.models.llm import load_llm
+from ecglm.models.multimodal import (
     ECGLM,
     VocabProjector,
     continuation_logprob,
@@ -26,8 +26,8 @@ from ecglm.multimodal import (
     sequence_logprob,
     vocab_exclusions,
 )
-from ecglm.prompts import ECG_TOKEN, Patient, TargetSpan, training_text
-from ecglm.tokenize_pairs import IGNORE_INDEX, EcgTokenTruncated, StraddlingToken, collate, encode_sample
+from ecglm.models.tokenize_pairs import IGNORE_INDEX, EcgTokenTruncated, StraddlingToken, collate, encode_sample
+from ecglm.text.prompts import ECG_TOKEN, Patient, TargetSpan, training_text
 
 T = 100  # samples per lead of the test signals
 
@@ -480,7 +480,7 @@ def test_save_load_round_trip_gives_identical_outputs(llm, tmp_path, projector):
 
 
 def test_the_pipeline_encoder_is_rebuilt_from_the_saved_config(llm, tmp_path):
-    from ecglm.encoder import ResNet1d18
+    from ecglm.models.encoder import ResNet1d18
 
     model, tokenizer = llm
     torch.manual_seed(0)

@@ -22,9 +22,9 @@ import pytest
 import wfdb
 
 from ecglm.cli import main
-from ecglm.leads import LEADS, canonical_lead
-from ecglm.prepare import NPY_HEADER_BYTES, npy_header, prepare, read_table_metadata
-from ecglm.wfdb_records import RecordError, read_record
+from ecglm.core.leads import LEADS, canonical_lead
+from ecglm.data.prepare import NPY_HEADER_BYTES, npy_header, prepare, read_table_metadata
+from ecglm.data.wfdb_records import RecordError, read_record
 
 MiB = 2**20
 
@@ -94,11 +94,11 @@ def test_sample_100_equals_wfdb(prepared_100, ptbxl_sample):
 
 def test_chunks_through_pipes_equal_chunks_through_shared_memory(ptbxl_sample, prepared_100, tmp_path, monkeypatch, caplog):
     """Without room in /dev/shm the workers send their chunks through pipes: same outputs."""
-    import ecglm.prepare
+    import ecglm.data.prepare
 
-    monkeypatch.setattr(ecglm.prepare, "_shared_memory_room", lambda: 0)
+    monkeypatch.setattr(ecglm.data.prepare, "_shared_memory_room", lambda: 0)
     out = tmp_path / "pipes"
-    with caplog.at_level("INFO", logger="ecglm.prepare"):
+    with caplog.at_level("INFO", logger="ecglm.data.prepare"):
         prepare(ptbxl_sample, out, fs=100, workers=2, chunk_size=7, progress=False)
     assert "chunks travel through pipes" in caplog.text
     np.testing.assert_array_equal(np.load(out / "signals_100.npy"), np.load(prepared_100 / "signals_100.npy"))

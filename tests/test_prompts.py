@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from ecglm.leads import LEADS
-from ecglm.prompts import (
+from ecglm.core.leads import LEADS
+from ecglm.text.prompts import (
     ANSWER_STEM,
     CLASS_PHRASES,
     ECG_TOKEN,

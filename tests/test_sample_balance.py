@@ -1,4 +1,4 @@
-"""Class-balanced draws of the alignment's training samples (ecglm.sample_balance, align.epoch_order)."""
+"""Class-balanced draws of the alignment's training samples (ecglm.train.sample_balance, align.epoch_order)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ecglm.align import epoch_order
-from ecglm.errors import StageError
-from ecglm.sample_balance import OTHER, balanced_weights, group_shares, sample_classes
+from ecglm.core.errors import StageError
+from ecglm.train.align import epoch_order
+from ecglm.train.sample_balance import OTHER, balanced_weights, group_shares, sample_classes
 
 
 def test_power_one_draws_every_class_equally_and_power_zero_keeps_frequencies():

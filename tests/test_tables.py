@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ecglm import cli
-from ecglm.errors import StageError
-from ecglm.tables import PAPER_LABEL, collect, write_tables
+from ecglm.core.errors import StageError
+from ecglm.eval.tables import PAPER_LABEL, collect, write_tables
 
 GOLDEN_MD = """\
 # Zero-shot classification (the paper's Table 2)
@@ -103,7 +103,7 @@ def test_real_evaluation_json_is_read(tmp_path):
     """A JSON as `ecglm evaluate-baseline` writes it (all keys) goes into the table unchanged."""
     from test_evaluate import write_store
 
-    from ecglm.baselines import evaluate_baseline
+    from ecglm.eval.baselines import evaluate_baseline
 
     paths = write_store(tmp_path / "store")
     doc = evaluate_baseline("majority", paths["records"], "form", out=tmp_path / "eval" / "majority" / "form-majority.json")

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecglm.cli import main
-from ecglm.translate import hunspell
-from ecglm.translate.evaluation import (
+from ecglm.text.translate import hunspell
+from ecglm.text.translate.evaluation import (
     HELD_OUT,
     REST,
     concepts,
@@ -23,11 +23,11 @@ from ecglm.translate.evaluation import (
     read_hand_labels,
     sample_reports,
 )
-from ecglm.translate.glossary import TRUNCATED_MARK, Glossary, load_glossary, tokenize
-from ecglm.translate.langdetect import LanguageDetector, detect_language
-from ecglm.translate.reports import AUTO_TAIL_MARK, fold, parse_report, repair
-from ecglm.translate.stage import translate_reports
-from ecglm.translate.translator import GlossaryTranslator, Hint, Translator
+from ecglm.text.translate.glossary import TRUNCATED_MARK, Glossary, load_glossary, tokenize
+from ecglm.text.translate.langdetect import LanguageDetector, detect_language
+from ecglm.text.translate.reports import AUTO_TAIL_MARK, fold, parse_report, repair
+from ecglm.text.translate.stage import translate_reports
+from ecglm.text.translate.translator import GlossaryTranslator, Hint, Translator
 
 LABELS = Path(__file__).parent / "data" / "language_labels.csv"
 SPACES = " " * 26  # PTB-XL pads the auto-report tail with runs of spaces
@@ -231,7 +231,7 @@ class TestGlossary:
         for name in ("sv.tsv", "abbreviations.tsv", "keep.tsv", "en_words.txt"):
             (tmp_path / name).write_text((glossary.directory / name).read_text(encoding="utf-8"), encoding="utf-8")
         (tmp_path / "de.tsv").write_text("ischämie\tischaemia\nischaemie\tischemia\n", encoding="utf-8")
-        from ecglm.errors import StageError
+        from ecglm.core.errors import StageError
 
         with pytest.raises(StageError, match=r"de\.tsv:2: 'ischaemie' is already translated"):
             Glossary(tmp_path)
@@ -487,7 +487,7 @@ def test_concept_detectors():
 
 def test_held_out_fifth_kept_out_of_the_glossary(ptbxl_sample, glossary):
     """Every glossary word that occurs in the held-out fifth (ecg_id % 5 == 0) also occurs in the rest,
-    whole or as a part of a compound there (config/glossary/README.md)."""
+    whole or as a part of a compound there (ecglm/text/translate/glossary/README.md)."""
     held, rest = set(), set()
     for ecg_id, report in sample_reports(ptbxl_sample):
         (held if ecg_id % 5 == 0 else rest).update(t.key for t in tokenize(report) if t.is_word)

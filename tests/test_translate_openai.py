@@ -15,9 +15,9 @@ import pytest
 from openai_server import ChatServer
 
 from ecglm.cli import main
-from ecglm.translate.cache import TranslationCache
-from ecglm.translate.openai_backend import OpenAISettings, OpenAITranslator, _BadReply, _parse_reply
-from ecglm.translate.translator import GlossaryTranslator, Hint, TranslationError, Translator
+from ecglm.text.translate.cache import TranslationCache
+from ecglm.text.translate.openai_backend import OpenAISettings, OpenAITranslator, _BadReply, _parse_reply
+from ecglm.text.translate.translator import GlossaryTranslator, Hint, TranslationError, Translator
 
 KEY = "sk-test-7f3a9c2e-never-log-me"
 SPACES = " " * 26
@@ -72,9 +72,9 @@ def cached(tmp_path) -> int:
 
 
 def expected_english() -> dict[int, str]:
-    from ecglm.translate.stage import translate_reports
-    from ecglm.translate.glossary import load_glossary
-    from ecglm.translate.langdetect import LanguageDetector
+    from ecglm.text.translate.glossary import load_glossary
+    from ecglm.text.translate.langdetect import LanguageDetector
+    from ecglm.text.translate.stage import translate_reports
 
     glossary = load_glossary()
     detector = LanguageDetector(glossary)

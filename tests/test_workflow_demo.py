@@ -99,7 +99,7 @@ def test_a_second_run_has_nothing_to_do(ci_snakemake, demo_run):
 def test_findings_name_the_rhythm_and_long_qt_labels(demo_run):
     """On the demo world, >= 90% of the records of each rhythm label and of long QT are described
     with the matching finding (scripts/findings_figures.py prints the same table)."""
-    from ecglm.finding_agreement import finding_agreement
+    from ecglm.text.finding_agreement import finding_agreement
 
     results = demo_run / "results" / "ci"
     table = finding_agreement(

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mirror import MirrorServer, build_ptbxl_mirror, build_tree
 
-pytestmark = pytest.mark.snakemake
+pytestmark = [pytest.mark.snakemake, pytest.mark.slow]
 
 # The download and prepare stages (the rest of the DAG is run on the demo world elsewhere).
 TARGETS = [

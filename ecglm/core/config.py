@@ -1,0 +1,133 @@
+"""Load and validate the pipeline config against workflow/schemas/config.schema.yaml.
+
+Validation fills every missing key with its schema default and turns a schema error into one
+message that names the offending key, e.g. ``config key 'data.fs': 250 is not one of [100, 500]``.
+The Snakefile and the CLI use the same function.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ecglm.core.errors import StageError
+from ecglm.core.resources import packaged
+
+#: The settings schema, shipped in the package (workflow/schemas/config.schema.yaml links to it).
+SCHEMA_PATH = packaged("ecglm.core", "config.schema.yaml")
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _fill_defaults(instance: Any, schema: dict) -> None:
+    """Set every missing property that has a default, recursively (defaults are deep-copied)."""
+    if not isinstance(instance, dict) or schema.get("type") != "object":
+        return
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):  # a mapping of names to objects of one schema (e.g. variants)
+        for key, value in instance.items():
+            if key not in properties:
+                _fill_defaults(value, extra)
+
+
+def _key_path(error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        # jsonschema reports the parent; name the unexpected key itself
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in allowed)
+        path = ".".join(p for p in [path, ",".join(extra)] if p)
+    return path or "<top level>"
+
+
+def validate_config(config: dict, schema: dict | None = None, source: str = "config") -> dict:
+    """Fill defaults into ``config`` (in place) and validate it; raise StageError naming the bad key."""
+    import jsonschema
+
+    schema = load_schema() if schema is None else schema
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise StageError(f"{source}: the config must be a mapping, got {type(config).__name__}")
+    _fill_defaults(config, schema)
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    lines = [f"config key '{_key_path(e)}': {e.message}" for e in errors]
+    if not errors:
+        lines = _variant_override_errors(config, schema)
+    if lines:
+        raise StageError(f"{source} is invalid:\n  " + "\n  ".join(lines))
+    _check_consistency(config, source)
+    return config
+
+
+#: The variant keys that override a top-level section, checked against that section's schema.
+VARIANT_OVERRIDES = ("align",)
+
+
+def _variant_override_errors(config: dict, schema: dict) -> list[str]:
+    """Each variant's section overrides, merged over the top-level section, validated by that section's
+    schema (so a mistyped key or a bad value fails at ``snakemake -n``, not when the variant's job runs)."""
+    import jsonschema
+
+    lines = []
+    for name, variant in config.get("variants", {}).items():
+        for section in VARIANT_OVERRIDES:
+            overrides = variant.get(section) or {}
+            merged = {**config[section], **overrides}
+            validator = jsonschema.Draft7Validator(schema["properties"][section])
+            for error in sorted(validator.iter_errors(merged), key=lambda e: list(e.absolute_path)):
+                key = _key_path(error)
+                lines.append(f"config key 'variants.{name}.{section}.{key}': {error.message}")
+    return lines
+
+
+def _check_consistency(config: dict, source: str) -> None:
+    data = config["data"]
+    if data["fs"] not in data["sampling_rates"]:
+        raise StageError(
+            f"{source} is invalid:\n  config key 'data.fs': {data['fs']} Hz is not among "
+            f"data.sampling_rates {data['sampling_rates']}"
+        )
+    _check_variants(config["variants"], source)
+
+
+RESERVED_VARIANT_NAMES = ("majority", "supervised")  # the baselines' rows in the result tables
+
+
+def _check_variants(variants: dict, source: str) -> None:
+    for name, variant in variants.items():
+        where = f"{source} is invalid:\n  config key 'variants.{name}"
+        if name in RESERVED_VARIANT_NAMES or not name.replace("-", "").replace("_", "").isalnum():
+            raise StageError(f"{where}': a variant name is letters, digits, - and _, and not {RESERVED_VARIANT_NAMES}")
+        source_variant = variant["align_from"]
+        if source_variant is not None:
+            if source_variant not in variants:
+                raise StageError(f"{where}.align_from': no variant named {source_variant!r}")
+            if variants[source_variant]["align_from"] is not None or variants[source_variant]["prompt"] == "text-only":
+                raise StageError(f"{where}.align_from': {source_variant!r} is not aligned itself")
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+    except OSError as err:
+        raise StageError(f"{path}: cannot read config ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise StageError(f"{path}: not valid YAML: {err}") from err
+    return validate_config(config, source=str(path))

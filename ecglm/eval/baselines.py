@@ -1,0 +1,205 @@
+"""Baselines on the zero-shot evaluation sets, written in the same JSON shape as `ecglm evaluate`.
+
+- ``majority``: the most frequent class among the TRAINING ECGs with exactly one of the task's five
+  classes (ties go to the earlier option, A before E), predicted for every test ECG; the option
+  probabilities are one-hot on it (so every per-class AUC is 0.5).
+- ``supervised``: a ResNet-18 (:class:`ecglm.models.encoder.ResNet1d18` + its linear head) trained by
+  `ecglm train-encoder` on the task's label column and classes (``--set label_column=rhythm --set
+  classes=SR,STACH,SBRAD,AFIB,SARRH``); prediction = argmax over the task's five logits with all 12
+  leads, probabilities = softmax over those five logits.
+
+The CLI is `ecglm evaluate-baseline` (registered here, with :mod:`ecglm.eval.evaluate`'s common inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecglm.core.errors import StageError
+from ecglm.eval.evaluate import (
+    TASK_LABEL_COLUMNS,
+    EvalSet,
+    _common_inputs,
+    _read_signals,
+    load_eval_set,
+    predictions_from_scores,
+    read_records,
+    resolve_device,
+    result_record,
+    single_class_index,
+    task_classes,
+    task_letters,
+    write_result,
+)
+
+log = logging.getLogger(__name__)
+
+KINDS = ("majority", "supervised")
+
+
+def training_class_counts(records: str | os.PathLike, task: str) -> dict[str, int]:
+    """ECGs per class (option order) among the ``train``-split ECGs with exactly one of ``task``'s classes."""
+    records = Path(records)
+    column = TASK_LABEL_COLUMNS[task]
+    table = read_records(records, ["split", column])
+    labels = [lab for lab, split in zip(table[column].to_list(), table["split"].to_list()) if split == "train"]
+    _, y, _, _ = single_class_index(labels, task_classes(task))
+    return {code: int((y == j).sum()) for j, code in enumerate(task_classes(task))}
+
+
+def majority_class(records: str | os.PathLike, task: str) -> int:
+    """The option index of the most frequent single class among the training ECGs (ties: earlier option).
+
+    Raises StageError when no training ECG has exactly one of the task's classes.
+    """
+    counts = training_class_counts(records, task)
+    if sum(counts.values()) == 0:
+        raise StageError(f"{records}: no train-split ECG has exactly one of the {task} classes {task_classes(task)}")
+    values = list(counts.values())
+    return int(np.argmax(values))  # argmax takes the first of equal counts
+
+
+def majority_predictions(eval_set: EvalSet, majority: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_pred [M] = majority, probabilities [M, 5] one-hot on it)``."""
+    k = len(task_letters(eval_set.task))
+    y_pred = np.full(len(eval_set), majority, dtype=np.int64)
+    return y_pred, np.eye(k, dtype=np.float64)[y_pred]
+
+
+def supervised_scores(
+    encoder_dir: str | os.PathLike,
+    signals: str | os.PathLike,
+    eval_set: EvalSet,
+    *,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The encoder's logits of the task's five classes (option order) per ECG: ``([M, 5] float64, identity)``.
+
+    Raises StageError when the encoder was trained on another label column or lacks one of the classes.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from ecglm.data.ecg_data import open_signals
+    from ecglm.data.physionet import sha256_file
+    from ecglm.train.train_encoder import MODEL_FILE, load_encoder
+
+    encoder_dir = Path(encoder_dir)
+    dev = resolve_device(device)
+    model, cfg = load_encoder(encoder_dir, device=str(dev))
+    column, classes = TASK_LABEL_COLUMNS[eval_set.task], task_classes(eval_set.task)
+    if cfg.label_column != column:
+        raise StageError(
+            f"{encoder_dir}: the encoder was trained on {cfg.label_column!r}, the {eval_set.task} task needs "
+            f"{column!r} (train one with --set label_column={column} --set classes={','.join(classes)})"
+        )
+    missing = [c for c in classes if c not in cfg.classes]
+    if missing:
+        raise StageError(f"{encoder_dir}: the encoder has no output for class(es) {missing} (its classes: {cfg.classes})")
+    columns = torch.tensor([cfg.classes.index(c) for c in classes], dtype=torch.long)
+    store = open_signals(signals)
+    out = np.zeros((len(eval_set), len(classes)), dtype=np.float64)
+    starts = range(0, len(eval_set), batch_size)
+    with torch.no_grad():
+        for start in tqdm(starts, desc=f"{eval_set.task} supervised", unit="batch", disable=not progress, file=sys.stderr):
+            sl = slice(start, min(len(eval_set), start + batch_size))
+            x = _read_signals(store, eval_set.rows[sl]).to(dev)  # [b, 12, T] microvolts
+            logits = model(x, None)  # [b, C]
+            out[sl] = logits[:, columns.to(logits.device)].double().cpu().numpy()
+    identity = {
+        "encoder": {"path": str(encoder_dir), "weights_sha256": sha256_file(encoder_dir / MODEL_FILE),
+                    "label_column": cfg.label_column, "classes": list(cfg.classes), "base_width": cfg.base_width,
+                    "dilation": cfg.dilation},
+    }  # fmt: skip
+    return out, identity
+
+
+def evaluate_baseline(
+    kind: str,
+    records: str | os.PathLike,
+    task: str,
+    *,
+    signals: str | os.PathLike | None = None,
+    encoder: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate baseline ``kind`` (:data:`KINDS`) on ``task``'s evaluation set; write and return the JSON."""
+    if kind not in KINDS:
+        raise StageError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    eval_set = load_eval_set(records, task)
+    scores = None
+    if kind == "majority":
+        majority = majority_class(records, task)
+        y_pred, probs = majority_predictions(eval_set, majority)
+        identity: dict[str, Any] = {
+            "majority_class": task_classes(task)[majority],
+            "training_class_counts": training_class_counts(records, task),
+        }
+        scoring = "the most frequent single class among the training ECGs"
+    else:
+        if encoder is None or signals is None:
+            raise StageError("--kind supervised needs --encoder (a `ecglm train-encoder` folder) and --signals")
+        from ecglm.data.ecg_data import check_store
+
+        check_store(records, read_records(Path(records), ["ecg_id"]).height, signals)
+        scores, identity = supervised_scores(encoder, signals, eval_set, batch_size=batch_size, device=device, progress=progress)
+        y_pred, probs = predictions_from_scores(scores)
+        scoring = "argmax of the supervised ResNet-18's logits over the task's five classes (probabilities: softmax)"
+    setting = {
+        "kind": "baseline",
+        "mode": kind,
+        "prompt": None,
+        "control": "none",
+        "seed": None,
+        "scoring": scoring,
+        "text_has_ecg": False,
+        "text_has_findings": False,
+        "model": {"baseline": kind, **identity},
+        "inputs": {"records": str(records), "signals": None if signals is None else str(signals)},
+    }
+    doc = result_record(eval_set, y_pred, probs, setting, scores)
+    write_result(doc, out)
+    log.info("%s baseline on %s: accuracy %.3f, macro F1 %.3f", kind, task, doc["accuracy"], doc["f1"])
+    return doc
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def register(subparsers) -> None:
+    """Add the ``evaluate-baseline`` subcommand."""
+    b = subparsers.add_parser(
+        "evaluate-baseline",
+        help="baselines on the zero-shot evaluation sets: majority class, supervised ResNet-18",
+        description=(
+            "Evaluate a baseline on the same evaluation set (test-split ECGs with exactly one of the task's "
+            "classes) and write the same JSON as `ecglm evaluate`. majority: always the most frequent class "
+            "among the TRAINING ECGs with exactly one class (probabilities one-hot). supervised: a ResNet-18 "
+            "written by `ecglm train-encoder` with --set label_column=<the task's column> --set "
+            "classes=<its five classes>; the argmax over the task's five logits."
+        ),
+    )
+    _common_inputs(b)
+    b.add_argument("--kind", required=True, choices=KINDS, help="which baseline")
+    b.add_argument("--encoder", type=Path, help="--kind supervised: the folder written by `ecglm train-encoder` for this task")
+    b.add_argument("--batch-size", type=int, default=64, help="ECGs per forward pass of the supervised encoder (default 64)")
+    b.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    b.set_defaults(func=run_baseline)
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    evaluate_baseline(
+        args.kind, args.records, args.task, signals=args.signals, encoder=args.encoder,
+        batch_size=args.batch_size, device=args.device, out=args.out, progress=not args.no_progress,
+    )  # fmt: skip
+    return 0

@@ -1,0 +1,177 @@
+"""`ecglm tables`: the paper's Table 2 (zero-shot classification) regenerated from the eval JSONs.
+
+Reads every ``{eval_dir}/{variant}/*.json`` written by `ecglm evaluate` / `evaluate-baseline` (the task
+and mode come from each file's content, the variant from its folder) and writes, atomically:
+
+- ``{out}.md``: one row per (variant, mode), sorted; per task the accuracy, macro precision, recall,
+  F1, balanced accuracy and macro AUC (3 decimals, "n/a" where a value is missing or null), with the
+  paper's own numbers as the first, reference row (:data:`PAPER_ROW`);
+- ``{out}.csv``: the same rows with one column per (task, metric) and the number of ECGs per task
+  (empty cell where missing).
+
+``--out results/{run}/tables/classification`` gives ``classification.md`` and ``classification.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from ecglm.core.atomic import write_text_atomic
+from ecglm.core.errors import StageError
+
+log = logging.getLogger(__name__)
+
+TASK_ORDER = ("diagnostic", "rhythm", "form")
+#: (JSON key, markdown header, CSV column suffix)
+METRICS: tuple[tuple[str, str, str], ...] = (
+    ("accuracy", "acc", "acc"),
+    ("precision", "P", "precision"),
+    ("recall", "R", "recall"),
+    ("f1", "F1", "f1"),
+    ("balanced_accuracy", "bal. acc", "balanced_acc"),
+    ("macro_auc", "AUC", "macro_auc"),
+)
+PAPER_LABEL = "paper (real PTB-XL, BioMedGPT-LM-7B)"
+#: The paper's Table 2 (acc / P / R / F1 per task); it reports no balanced accuracy or AUC.
+PAPER_ROW: dict[str, dict[str, float]] = {
+    "diagnostic": {"accuracy": 0.693, "precision": 0.652, "recall": 0.642, "f1": 0.647},
+    "rhythm": {"accuracy": 0.670, "precision": 0.509, "recall": 0.540, "f1": 0.524},
+    "form": {"accuracy": 0.698, "precision": 0.573, "recall": 0.568, "f1": 0.570},
+}
+MISSING = "n/a"
+
+
+def _number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise StageError(f"{where}: expected a finite number or null, got {value!r}")
+    return float(value)
+
+
+def collect(eval_dir: str | os.PathLike) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """``{(variant, mode): {task: {metric: value or None, "n": int}}}`` from every eval JSON under ``eval_dir``.
+
+    Raises StageError naming the file for unreadable JSON, a missing task/mode, an unknown task, a
+    non-finite metric, or two files for the same (variant, mode, task); and when there is no file.
+    """
+    eval_dir = Path(eval_dir)
+    if not eval_dir.is_dir():
+        raise StageError(f"{eval_dir}: no such evaluation folder (run `ecglm evaluate` first)")
+    rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    seen: dict[tuple[str, str, str], Path] = {}
+    files = sorted(eval_dir.glob("*/*.json"))
+    if not files:
+        raise StageError(f"{eval_dir}: no evaluation JSON in {eval_dir}/<variant>/")
+    for path in files:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise StageError(f"{path}: not a readable evaluation JSON ({err})") from err
+        if not isinstance(doc, dict) or "task" not in doc or "mode" not in doc:
+            raise StageError(f"{path}: not an evaluation JSON (no 'task' and 'mode')")
+        task, mode, variant = str(doc["task"]), str(doc["mode"]), path.parent.name
+        if task not in TASK_ORDER:
+            raise StageError(f"{path}: unknown task {task!r} (expected one of {', '.join(TASK_ORDER)})")
+        key = (variant, mode, task)
+        if key in seen:
+            raise StageError(f"{path} and {seen[key]} both hold variant {variant}, mode {mode}, task {task}")
+        seen[key] = path
+        values: dict[str, Any] = {m: _number(doc.get(m), f"{path}: {m}") for m, _, _ in METRICS}
+        values["n"] = int(doc["n"]) if isinstance(doc.get("n"), int) else None
+        rows.setdefault((variant, mode), {})[task] = values
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.3f}"
+
+
+def table_rows(collected: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]]) -> list[tuple[str, str, dict]]:
+    """The paper's row first, then (variant, mode) in sorted order: ``[(variant, mode, {task: values})]``."""
+    paper = {task: {**{m: None for m, _, _ in METRICS}, **vals, "n": None} for task, vals in PAPER_ROW.items()}
+    rows = [(PAPER_LABEL, "", paper)]
+    rows += [(variant, mode, dict(collected[(variant, mode)])) for variant, mode in sorted(collected)]
+    return rows
+
+
+def render_markdown(rows: list[tuple[str, str, dict]]) -> str:
+    """A GitHub markdown table: variant, mode, then per task the :data:`METRICS` columns (3 decimals)."""
+    header = ["variant", "mode"] + [f"{task} {label}" for task in TASK_ORDER for _, label, _ in METRICS]
+    lines = [
+        "# Zero-shot classification (the paper's Table 2)",
+        "",
+        "Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P / R / F1 = macro "
+        "precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. "
+        f"{MISSING} = not reported or not defined.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|",
+    ]
+    for variant, mode, tasks in rows:
+        cells = [variant, mode or "-"]
+        for task in TASK_ORDER:
+            values = tasks.get(task, {})
+            cells += [_fmt(values.get(m)) for m, _, _ in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(rows: list[tuple[str, str, dict]]) -> str:
+    """CSV: variant, mode, then ``{task}_{metric}`` (3 decimals) and ``{task}_n``; empty cell = missing."""
+    header = ["variant", "mode"]
+    for task in TASK_ORDER:
+        header += [f"{task}_{suffix}" for _, _, suffix in METRICS] + [f"{task}_n"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for variant, mode, tasks in rows:
+        cells = [variant, mode]
+        for task in TASK_ORDER:
+            values = tasks.get(task, {})
+            cells += ["" if values.get(m) is None else f"{values[m]:.3f}" for m, _, _ in METRICS]
+            cells.append("" if values.get("n") is None else str(values["n"]))
+        writer.writerow(cells)
+    return buf.getvalue()
+
+
+def write_tables(eval_dir: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``{out}.md`` and ``{out}.csv`` (atomically) from ``eval_dir``; return their paths."""
+    out = Path(out)
+    if out.suffix in (".md", ".csv"):
+        out = out.with_suffix("")
+    rows = table_rows(collect(eval_dir))
+    md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
+    write_text_atomic(md, render_markdown(rows))
+    write_text_atomic(csv_path, render_csv(rows))
+    log.info("wrote %s and %s (%d rows besides the paper's)", md, csv_path, len(rows) - 1)
+    return md, csv_path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "tables",
+        help="regenerate the paper's zero-shot classification table from the eval JSONs",
+        description=(
+            "Collect every <eval-dir>/<variant>/*.json written by `ecglm evaluate` and `ecglm evaluate-baseline` "
+            "and write <out>.md and <out>.csv: one row per variant and mode (sorted), per task accuracy, macro "
+            "precision, recall, F1, balanced accuracy and macro AUC, with the paper's numbers as a reference row."
+        ),
+    )
+    p.add_argument("--eval-dir", required=True, type=Path, help="folder holding <variant>/<task>-<mode>.json (results/{run}/eval)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output path without extension: writes <out>.md and <out>.csv (e.g. results/{run}/tables/classification)")  # fmt: skip
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    write_tables(args.eval_dir, args.out)
+    return 0
