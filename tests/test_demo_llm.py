@@ -450,7 +450,7 @@ def test_cli_names_missing_inputs(world, tmp_path, capsys):
     bad = tmp_path / "records.parquet"
     pl.read_parquet(world["records"]).drop("rhythm").write_parquet(bad)
     assert cli_main([*args[:2], str(bad), *args[3:]]) == 1
-    assert "lacks label column(s) rhythm" in capsys.readouterr().err
+    assert "missing column(s) rhythm" in capsys.readouterr().err
 
 
 def test_key_word_is_the_word_that_tells_a_class_from_the_others_of_its_task():

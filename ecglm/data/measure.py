@@ -32,7 +32,7 @@ from ecglm.core.atomic import atomic_path
 from ecglm.core.errors import StageError
 from ecglm.core.leads import N_LEADS
 from ecglm.data.delineate import FEATURE_COLUMNS, DelineationError, measure_record
-from ecglm.data.ecg_data import check_rate
+from ecglm.data.ecg_data import check_rate, read_records
 from ecglm.data.physionet import record_path
 
 __all__ = [
@@ -298,10 +298,7 @@ def measure_array(
     fs = check_rate(signals_path, signals.shape[2], fs, records_path)
     if fs is None:
         raise StageError(f"{signals_path}: give --fs (the name does not say the rate, as signals_<fs>.npy would)")
-    try:
-        ids = pl.read_parquet(records_path, columns=["ecg_id"])["ecg_id"].cast(pl.Int64).to_list()
-    except Exception as err:  # noqa: BLE001 -- missing file, not Parquet, no ecg_id column
-        raise StageError(f"{records_path}: cannot read its ecg_id column ({err})") from None
+    ids = read_records(records_path, ["ecg_id"], patients=False)["ecg_id"].cast(pl.Int64).to_list()
     if len(ids) != signals.shape[0]:
         raise StageError(f"{records_path} has {len(ids)} rows but {signals_path} holds {signals.shape[0]} records: "
                          "they must be row-aligned (written by the same `ecglm prepare`)")  # fmt: skip

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 from ecglm.core.atomic import atomic_path
 from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS
+from ecglm.data.ecg_data import read_records
 from ecglm.text.guidelines import (
     DEFAULT_GUIDELINES,
     DERIVED_GLOBAL,
@@ -593,14 +594,8 @@ def describe_records(
         tables.append(t)
     features = combine_feature_tables(tables)
     records_path = Path(records_path)
-    try:
-        schema = pl.read_parquet_schema(records_path)
-        cols = [c for c in (KEY, "sex", "age", "age_over_89") if c in schema]
-        records = pl.read_parquet(records_path, columns=cols)
-    except (OSError, pl.exceptions.PolarsError) as err:
-        raise StageError(f"{records_path}: cannot read records ({err})") from err
-    if KEY not in records.columns:
-        raise StageError(f"{records_path}: no {KEY!r} column")
+    records = read_records(records_path, [KEY])  # with the patient columns it holds
+    records = records.select([c for c in (KEY, "sex", "age", "age_over_89") if c in records.columns])
     patients = records.with_columns(pl.col(KEY).cast(pl.Int64))
     sources = ", ".join(str(p) for p in feature_paths)
     described = describe(features.join(patients.select(KEY), on=KEY, how="semi"), patients, guidelines, source=sources)

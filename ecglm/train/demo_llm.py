@@ -72,6 +72,7 @@ from ecglm.core.atomic import atomic_path, swap_in_folder, write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS
 from ecglm.core.stage_config import StageConfig
+from ecglm.data.ecg_data import read_records
 from ecglm.text.expand import load_inputs, missing_reasons
 from ecglm.text.prompts import (
     CLASS_PHRASES,
@@ -481,12 +482,8 @@ def load_training_inputs(records: Path, reports: Path, findings: Path) -> pl.Dat
     import polars as pl
 
     joined = load_inputs(records, reports, findings)
-    names = pl.scan_parquet(records).collect_schema().names()
-    missing = [c for c in TASK_LABEL_COLUMNS.values() if c not in names]
-    if missing:
-        raise StageError(f"{records}: records lacks label column(s) {', '.join(missing)}")
-    labels = pl.read_parquet(records, columns=["ecg_id", *TASK_LABEL_COLUMNS.values()]).with_columns(
-        pl.col("ecg_id").cast(pl.Int64))
+    labels = read_records(records, ["ecg_id", *TASK_LABEL_COLUMNS.values()], patients=False)
+    labels = labels.with_columns(pl.col("ecg_id").cast(pl.Int64))
     return joined.join(labels, on="ecg_id", how="left").sort("signal_row")
 
 
