@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def describe_os_error(err: OSError) -> str:
     """One line for an OSError: the path(s), what went wrong, and for the usual cases what to do."""
     paths = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
-    what = err.strerror or str(err)
+    what = err.strerror or " ".join(str(err).split())  # one line, whatever the library wrote
     hint = {
         errno.ENOSPC: "free some space or point the output elsewhere",
         errno.ENOTDIR: "a part of this path is a file, not a folder",

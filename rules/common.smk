@@ -100,6 +100,32 @@ BASELINES = EVALUATE["baselines"]
 ALIGNED = [v for v, s in VARIANTS.items() if s["align_from"] is None and s["prompt"] != "text-only"]
 
 LLM = config["llm"]
+
+
+def check_stage_settings():
+    """Build every stage's typed settings as its job will (range and cross-field checks included, e.g.
+    align.warmup_epochs <= align.epochs), so that `snakemake -n` stops on a bad value, not the job."""
+    from ecglm.core.errors import StageError
+    from ecglm.train.align import AlignConfig
+    from ecglm.train.demo_llm import DemoLLMConfig
+    from ecglm.train.train_encoder import EncoderConfig
+
+    seed = {"seed": config["seed"]}
+    checks = [(EncoderConfig, config["encoder"], "config key 'encoder'")]
+    if LLM["source"] == "demo":
+        checks.append((DemoLLMConfig, config["demo_llm"], "config key 'demo_llm'"))
+    for variant in ALIGNED:
+        merged = {**config["align"], **VARIANTS[variant]["align"]}
+        checks.append((AlignConfig, merged, f"config key 'variants.{variant}.align' (merged over 'align')"))
+    for cls, settings, where in checks:
+        try:
+            cls.from_dict({**settings, **seed}, source=where)
+        except StageError as err:
+            message = str(err)
+            raise WorkflowError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+check_stage_settings()
 if LLM["source"] == "demo":
     LLM_DIR = f"{RESULTS}/llm"
     LLM_INPUT = f"{RESULTS}/llm/config.json"

@@ -20,7 +20,7 @@ from tiny_llm import build_tiny_llm
 
 from ecglm.cli import describe_os_error, main
 from ecglm.core.config import validate_config
-from ecglm.core.errors import REDACTED, StageError, scrub_secrets
+from ecglm.core.errors import REDACTED, StageError, register_secret, scrub_secrets
 from ecglm.data.ecg_data import check_rate, check_store, open_signals
 from ecglm.models.llm import llm_location, load_llm
 from ecglm.models.multimodal import ECGLM, build_encoder
@@ -96,10 +96,11 @@ def test_encoder_kwargs_are_only_the_constructor_arguments_as_plain_values():
     base = {"target": "ecglm.encoder:ResNet1d18"}
     with pytest.raises(StageError, match=r"field encoder\.kwargs\.evil is not an argument"):
         build_encoder({**base, "kwargs": {"evil": 1}}, where="x/config.json")
-    with pytest.raises(StageError, match=r"field encoder\.kwargs\.base_width must be a number"):
+    with pytest.raises(StageError, match=r"field encoder\.kwargs\.base_width must be an integer in \[1, 1024\]"):
         build_encoder({**base, "kwargs": {"base_width": {"nested": 1}}}, where="x/config.json")
-    with pytest.raises(StageError, match=r"does not build ecglm\.encoder:ResNet1d18"):
-        build_encoder({**base, "kwargs": {"base_width": -1}}, where="x/config.json")
+    for bad in (-1, True, 10**6, 2.5):  # a bool is no width; a huge one would exhaust the memory
+        with pytest.raises(StageError, match=r"field encoder\.kwargs\.base_width must be an integer"):
+            build_encoder({**base, "kwargs": {"base_width": bad}}, where="x/config.json")
     assert build_encoder({**base, "kwargs": {"base_width": 2, "dilation": 2}}).dilation == 2
 
 
@@ -184,9 +185,14 @@ def test_negative_epochs_are_refused():
 
 
 @pytest.mark.slow  # a subprocess: runs in CI; -m 'not slow' skips it
-def test_snakemake_dry_run_fails_on_a_bad_variant(tmp_path):
+@pytest.mark.parametrize(
+    "override, named",
+    [({"projector": "linearr"}, "variants.typo.align.projector"),
+     ({"warmup_epochs": 30}, "variants.typo.align' (merged over 'align'): align config: warmup_epochs must be in [0, epochs]")],
+)  # fmt: skip
+def test_snakemake_dry_run_fails_on_a_bad_variant(tmp_path, override, named):
     config = yaml.safe_load((REPO / "config" / "ci.yaml").read_text())
-    config.setdefault("variants", {})["typo"] = {"align": {"projector": "linearr"}}
+    config.setdefault("variants", {})["typo"] = {"align": override}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
@@ -194,22 +200,51 @@ def test_snakemake_dry_run_fails_on_a_bad_variant(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "variants.typo.align.projector" in proc.stdout + proc.stderr
+    assert named in proc.stdout + proc.stderr
 
 
 # ------------------------------------------------------------------------ 4. clear messages
+HF_TOKEN_SHAPE = "hf_" + "Zq3" * 12  # 36 characters after hf_, as Hugging Face tokens are
+
+
 def test_secrets_are_scrubbed_from_messages(monkeypatch):
     monkeypatch.setenv("MY_SERVICE_API_KEY", "q8Zr-unusual-shape-123")
+    register_secret("from-a-variable-of-any-name")
     text = (
         "{'Authorization': 'Bearer abc.def-ghi'} Authorization: Basic dXNlcjpwYXNz api_key=k1234567 "
-        "sk-proj-ABCDEFGH12345678 hf_abcdefghijklmnop and q8Zr-unusual-shape-123, ecg_token_id 5, 10 tokens"
+        "sk-proj-ABCDEFGH12345678abcd " + HF_TOKEN_SHAPE + " and q8Zr-unusual-shape-123, "
+        '{\\"x-api-key\\": \\"abcd1234efgh\\"} password=hunter22 from-a-variable-of-any-name'
     )
     scrubbed = scrub_secrets(text)
-    for secret in ("abc.def-ghi", "dXNlcjpwYXNz", "k1234567", "sk-proj-ABCDEFGH12345678", "hf_abcdefghijklmnop",
-                   "q8Zr-unusual-shape-123"):  # fmt: skip
+    for secret in ("abc.def-ghi", "dXNlcjpwYXNz", "k1234567", "sk-proj-ABCDEFGH12345678abcd", HF_TOKEN_SHAPE,
+                   "q8Zr-unusual-shape-123", "abcd1234efgh", "hunter22", "from-a-variable-of-any-name"):  # fmt: skip
         assert secret not in scrubbed
-    assert scrubbed.count(REDACTED) == 6
-    assert "ecg_token_id 5, 10 tokens" in scrubbed  # ordinary text is left alone
+    assert scrubbed.count(REDACTED) == 9
+
+
+@pytest.mark.parametrize("text", ["the <ecg> token: id 5", "pad token: '<pad>'", "authorization: denied by the server",
+                                  "hf_normalized", "sk-learn-is-not-a-key", "ecg_token_id 5, max_new_tokens=48"])
+def test_ordinary_text_is_not_scrubbed(text):
+    assert scrub_secrets(text) == text
+
+
+def test_a_logged_traceback_is_scrubbed(capsys):
+    import logging
+
+    from ecglm.core.errors import SecretFilter
+
+    logger = logging.getLogger("ecglm.test.scrub")
+    handler = logging.StreamHandler()
+    handler.addFilter(SecretFilter())
+    logger.addHandler(handler)
+    try:
+        raise RuntimeError("request failed: Authorization: Bearer abcdefgh12345678")
+    except RuntimeError:
+        logger.error("failed", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "RuntimeError" in err and "abcdefgh12345678" not in err and REDACTED in err
 
 
 def test_a_mistyped_local_llm_folder_is_not_a_hub_id(tmp_path, monkeypatch):
@@ -220,6 +255,19 @@ def test_a_mistyped_local_llm_folder_is_not_a_hub_id(tmp_path, monkeypatch):
             llm_location(name)
     assert llm_location("HuggingFaceTB/SmolLM2-135M-Instruct") == (None, "HuggingFaceTB/SmolLM2-135M-Instruct")
     assert llm_location("hf:gpt2") == (None, "gpt2")
+    assert llm_location("hf:resources/real-hub-model") == (None, "resources/real-hub-model")  # past a same-named folder
+
+
+def test_an_llm_is_recorded_as_named_and_home_folders_load(llm_dir, tmp_path, monkeypatch):
+    from ecglm.models.llm import llm_source
+
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "tiny").symlink_to(llm_dir, target_is_directory=True)
+    monkeypatch.setenv("HOME", str(home))
+    model, _ = load_llm("~/models/tiny", dtype="float32")
+    assert llm_source(model).name_or_path == "~/models/tiny"  # as given: what a saved model reloads it by
+    assert llm_location(llm_source(model).name_or_path)[0] == home / "models" / "tiny"
 
 
 def test_an_empty_llm_folder_is_named_with_what_it_lacks(tmp_path):
@@ -306,3 +354,19 @@ def test_a_pickled_resume_checkpoint_is_refused_as_untrusted(tmp_path):
         load_checkpoint(tmp_path / "resume")
     assert "not trusted" in str(info.value) and "weights_only" not in str(info.value)
     assert not marker.exists()
+
+
+def test_a_corrupt_resume_checkpoint_is_not_called_untrusted(tmp_path):
+    from safetensors.torch import save_file
+
+    from ecglm.train.align import RESUME_HISTORY, RESUME_LATEST, RESUME_STATE, RESUME_WEIGHTS, load_checkpoint
+
+    folder = tmp_path / "resume" / "step-1"
+    folder.mkdir(parents=True)
+    save_file({"x": torch.zeros(1)}, str(folder / RESUME_WEIGHTS))
+    (folder / RESUME_STATE).write_bytes(b"\x80\x02garbage that is no checkpoint")
+    (folder / RESUME_HISTORY).write_text("[]")
+    (tmp_path / "resume" / RESUME_LATEST).write_text("step-1\n")
+    with pytest.raises(StageError) as info:
+        load_checkpoint(tmp_path / "resume")
+    assert "not trusted" not in str(info.value) and "delete" in str(info.value)

@@ -257,4 +257,7 @@ def read_records(records: Path, columns: Sequence[str], *, patients: bool = True
     if missing:
         raise StageError(f"{records}: missing column(s) {', '.join(missing)} (written by `ecglm prepare`)")
     wanted = list(columns) + [c for c in PATIENT_COLUMNS if patients and c in schema and c not in columns]
-    return pl.read_parquet(records, columns=wanted)
+    try:
+        return pl.read_parquet(records, columns=wanted)
+    except Exception as err:  # a readable footer over corrupt pages
+        raise StageError(f"{records}: not a readable Parquet table ({err})") from err

@@ -90,7 +90,8 @@ def llm_location(name: str | Path) -> tuple[Path | None, str]:
     if _looks_local(text):
         raise StageError(
             f"LLM {text!r}: no such folder ({path.resolve()}). To load a model from the Hugging Face Hub, "
-            f"name it as org/name (e.g. HuggingFaceTB/SmolLM2-135M-Instruct) or {HUB_PREFIX}NAME"
+            f"name it as org/name (e.g. HuggingFaceTB/SmolLM2-135M-Instruct) or {HUB_PREFIX}NAME "
+            f"({HUB_PREFIX}{text} if a local folder of that first name is in the way)"
         )
     return None, text
 
@@ -205,9 +206,11 @@ def load_llm(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, name = llm_location(name_or_path)
+    folder, hub_id = llm_location(name_or_path)
     if folder is not None:
         local_files_only = True  # a local folder never falls back to the network
+    given = str(name_or_path)  # recorded as the user wrote it (hf:NAME, ~/..., a relative folder): reloadable
+    name = str(folder) if folder is not None else hub_id
     torch_dtype = resolve_dtype(dtype, device)
     common = {"revision": revision, "trust_remote_code": bool(trust_remote_code), "local_files_only": local_files_only}
     try:
@@ -225,7 +228,7 @@ def load_llm(
     ensure_special_tokens(tokenizer, model)
     model.to(torch.device(device))
     freeze(model)
-    model._ecglm_source = LLMSource(name, revision)
+    model._ecglm_source = LLMSource(given, revision)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("loaded LLM %s (%s, %s parameters, %s on %s), frozen", name, type(model).__name__, f"{n_params:,}", torch_dtype, device)
     return model, tokenizer

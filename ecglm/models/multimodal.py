@@ -513,8 +513,11 @@ def _encoder_registry() -> dict[str, type[nn.Module]]:
     return {"ecglm.encoder:ResNet1d18": ResNet1d18}
 
 
-#: JSON types an encoder keyword may take (bool is refused where an int is expected).
-_KWARG_TYPES = (int, float, str, bool)
+#: The values a saved config may give each encoder argument: (type, lowest, highest). The bounds keep a
+#: crafted folder from asking for a model that would exhaust the memory.
+_ENCODER_ARGS: dict[str, tuple[type, int, int]] = {
+    "n_classes": (int, 1, 10_000), "base_width": (int, 1, 1_024), "n_leads": (int, 1, 12), "dilation": (int, 1, 64),
+}
 
 
 def build_encoder(spec: dict[str, Any], *, where: str = "config") -> nn.Module:
@@ -538,10 +541,13 @@ def build_encoder(spec: dict[str, Any], *, where: str = "config") -> nn.Module:
         raise StageError(f"{where}: field encoder.kwargs must be a mapping, got {type(kwargs).__name__}")
     allowed = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
     for key, value in kwargs.items():
-        if key not in allowed:
+        if key not in allowed or key not in _ENCODER_ARGS:
             raise StageError(f"{where}: field encoder.kwargs.{key} is not an argument of {target} ({allowed})")
-        if not isinstance(value, _KWARG_TYPES):
-            raise StageError(f"{where}: field encoder.kwargs.{key} must be a number, string or boolean, got {value!r}")
+        tp, low, high = _ENCODER_ARGS[key]
+        if isinstance(value, bool) or not isinstance(value, tp) or not low <= value <= high:
+            raise StageError(
+                f"{where}: field encoder.kwargs.{key} must be an integer in [{low}, {high}], got {value!r}"
+            )
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:

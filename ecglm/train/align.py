@@ -59,6 +59,7 @@ import math
 import os
 import pickle
 import random
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -160,7 +161,7 @@ class AlignConfig(StageConfig):
             ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"),
             ("grad_clip", self.grad_clip >= 0 and math.isfinite(self.grad_clip), ">= 0 (0 = off)"),
             ("num_workers", self.num_workers >= 0, ">= 0"),
-            ("device", self.device in ("auto", "cpu", "cuda"), "'auto', 'cpu' or 'cuda'"),
+            ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -287,12 +288,11 @@ def load_checkpoint(resume_dir: Path) -> tuple[Path, dict[str, Any], dict[str, A
         tensors = load_file(str(folder / RESUME_WEIGHTS))
         state = torch.load(folder / RESUME_STATE, map_location="cpu", weights_only=True)
         history = json.loads((folder / RESUME_HISTORY).read_text(encoding="utf-8"))
-    except pickle.UnpicklingError:  # torch's own text would suggest weights_only=False: never here
-        raise StageError(
-            f"{folder / RESUME_STATE}: not trusted: it holds Python objects beyond tensors and plain data, so "
-            f"ecglm align did not write it and it is not loaded (loading it could run code); delete "
-            f"{resume_dir} to start over"
-        ) from None
+    except pickle.UnpicklingError as err:  # torch's own text would suggest weights_only=False: never here
+        why = ("not trusted: it holds Python objects beyond tensors and plain data, so ecglm align did not write "
+               "it and it is not loaded (loading it could run code)") if "global" in str(err).lower() else (
+               "corrupt (not a readable checkpoint)")  # fmt: skip
+        raise StageError(f"{folder / RESUME_STATE}: {why}; delete {resume_dir} to start over") from None
     except (OSError, SafetensorError, RuntimeError, ValueError, json.JSONDecodeError) as err:
         raise StageError(f"{folder}: unreadable resume checkpoint ({err}); delete {resume_dir} to start over") from err
     if state.get("format") != RESUME_FORMAT:

@@ -920,9 +920,11 @@ def check_result(config: DemoLLMConfig, evaluations: dict) -> dict:
     }  # fmt: skip
 
 
-def write_llm_folder(folder: Path, model, tokenizer, config: DemoLLMConfig, stats: dict, skipped, metrics: dict) -> None:
-    """The model (safetensors), the tokenizer, the config, the corpus statistics, the skipped ECGs and the
-    metrics, into the temporary ``folder`` that is swapped in once complete."""
+def write_llm_folder(folder: Path, model, tokenizer, config: DemoLLMConfig, stats: dict, skipped, metrics: dict,
+                     started: float) -> None:
+    """The model (safetensors), the tokenizer, the config, the corpus statistics, the skipped ECGs and, last,
+    the metrics with the stage's whole time since ``started``, into the temporary ``folder`` that is swapped
+    in once complete."""
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_text_atomic(folder / CONFIG_FILE, config.to_yaml())
@@ -931,6 +933,7 @@ def write_llm_folder(folder: Path, model, tokenizer, config: DemoLLMConfig, stat
         w = csv.writer(fh)
         w.writerow(["ecg_id", "reason"])
         w.writerows(skipped)
+    metrics["seconds_total"] = round(time.perf_counter() - started, 1)
     write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
@@ -984,8 +987,7 @@ def build_demo_llm(
             "corpus": stats,
             "skipped": len(skipped),
         }  # fmt: skip
-        metrics["seconds_total"] = round(time.perf_counter() - started, 1)
-        write_llm_folder(tmp, model, tokenizer, config, stats, skipped, metrics)
+        write_llm_folder(tmp, model, tokenizer, config, stats, skipped, metrics, started)
         swap_in_folder(tmp, out)
     except BaseException:
         with suppress(FileNotFoundError):

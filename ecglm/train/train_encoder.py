@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -119,7 +120,7 @@ class EncoderConfig(StageConfig):
             ("dilation", self.dilation >= 1, ">= 1"),
             ("num_workers", self.num_workers >= 0, ">= 0"),
             ("grad_clip", self.grad_clip >= 0 and math.isfinite(self.grad_clip), ">= 0 (0 = off)"),
-            ("device", self.device in ("auto", "cpu", "cuda"), "'auto', 'cpu' or 'cuda'"),
+            ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "'auto', 'cpu', 'cuda' or 'cuda:N'"),
             ("max_train_records", self.max_train_records is None or self.max_train_records >= 1, "null or >= 1"),
             ("classes", len(self.classes) >= 1 and len(set(self.classes)) == len(self.classes), "non-empty, unique"),
         ]

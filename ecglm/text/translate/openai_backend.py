@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from ecglm.core.errors import StageError, scrub_secrets
+from ecglm.core.errors import StageError, register_secret, scrub_secrets
 from ecglm.text.translate.cache import CacheKey, TranslationCache
 from ecglm.text.translate.glossary import Glossary, load_glossary, tokenize
 from ecglm.text.translate.langdetect import LanguageDetector
@@ -177,6 +177,7 @@ class OpenAITranslator:
                     f"the openai backend needs an API key in the environment variable "
                     f"{self.settings.api_key_env}, which is not set"
                 )
+            register_secret(key)  # whatever the variable is called, its value never reaches a message
             self._client = openai.OpenAI(
                 api_key=key, base_url=self.settings.base_url, max_retries=0, timeout=self.settings.timeout_s
             )
