@@ -25,6 +25,11 @@ Semantics (implemented by :mod:`ecglm.describe`, documented here because the YAM
 - A null feature, or a derived feature with a null input, never produces a finding.
 - A per-lead feature name holds ``{lead}``; leads are written in ``LEADS`` spelling or as a name from
   ``lead_groups``.
+- ``contiguous: {leads: n, groups: [group, ...]}`` (per-lead rules only): each lead's text still says
+  what that lead shows, but the finding id, and its words in the general findings, are written only
+  where the level holds in at least ``n`` leads of one of the named lead groups (the "two contiguous
+  leads" of the MI criteria). Rules that share a finding pool their leads, so they must give the same
+  ``contiguous`` and the same words for it.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ LEAD_BASES: tuple[str, ...] = (
     "S_Amp",
     "T_Amp",
     "ST_Amp",
+    "ST60_Amp",  # ours (`ecglm measure`): the ST level 60 ms after the J point; not a 12SL name
     "Q_Dur",
     "R_Dur",
     "S_Dur",
@@ -91,6 +97,7 @@ def _qrs_pp_inputs(lead: str) -> tuple[str, ...]:
 #   precordial_qrs_max_pp  max of qrs_pp over V1..V6                                   mV
 #   qrs_net_{lead}         R + Q + S (algebraic sum; > 0: QRS mainly upright)           mV
 #   q_r_ratio_{lead}       |Q| / R  (null where R <= 0)                                ratio
+#   st_rise_{lead}         ST60_Amp - ST_Amp (the ST segment's rise over the 60 ms after J) mV
 DERIVED_GLOBAL: dict[str, tuple[str, ...]] = {
     "sokolow_lyon": ("S_Amp_V1", "R_Amp_V5", "R_Amp_V6"),
     "cornell_voltage": ("R_Amp_aVL", "S_Amp_V3"),
@@ -102,6 +109,7 @@ DERIVED_PER_LEAD: dict[str, tuple[str, ...]] = {
     "qrs_pp_{lead}": ("R_Amp_{lead}", "Q_Amp_{lead}", "S_Amp_{lead}"),
     "qrs_net_{lead}": ("R_Amp_{lead}", "Q_Amp_{lead}", "S_Amp_{lead}"),
     "q_r_ratio_{lead}": ("Q_Amp_{lead}", "R_Amp_{lead}"),
+    "st_rise_{lead}": ("ST60_Amp_{lead}", "ST_Amp_{lead}"),
 }
 
 BELOW_OPS = ("lt", "le")
@@ -186,6 +194,15 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Contiguous:
+    """The finding needs its level to hold in at least ``min_leads`` leads of one of ``groups``."""
+
+    min_leads: int
+    groups: tuple[tuple[str, ...], ...]  # leads of each group, in LEADS order
+    group_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Rule:
     """A validated guideline rule (see the module docstring for its semantics)."""
 
@@ -197,6 +214,7 @@ class Rule:
     within: Within | None
     when: tuple[Gate, ...]
     source: str
+    contiguous: Contiguous | None = None
 
     @property
     def is_global(self) -> bool:
@@ -446,7 +464,25 @@ def _parse_gate(raw: Any, per_lead: bool, ctx: _Ctx) -> Gate:
     return Gate(feature=feature, op=ops[0], value=_number(raw[ops[0]], ctx, "gate value"), null_passes=null_passes)
 
 
-_RULE_KEYS = {"id", "feature", "leads", "below", "above", "within", "when", "source", "note"}
+_RULE_KEYS = {"id", "feature", "leads", "below", "above", "within", "when", "source", "note", "contiguous"}
+
+
+def _parse_contiguous(raw: Any, groups: dict[str, tuple[str, ...]], ctx: _Ctx) -> Contiguous:
+    if not isinstance(raw, dict) or set(raw) != {"leads", "groups"}:
+        raise ctx.error(f"contiguous must be a mapping with leads (a number) and groups (lead group names), got {raw!r}")
+    n = raw["leads"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ctx.error(f"contiguous leads must be a whole number of at least 2, got {n!r}")
+    names = raw["groups"]
+    if not isinstance(names, list) or not names:
+        raise ctx.error(f"contiguous groups must be a non-empty list of lead group names, got {names!r}")
+    for name in names:
+        if name not in groups:
+            raise ctx.error(f"contiguous group {name!r} is not a lead group (groups: {', '.join(groups) or 'none'})")
+        if len(groups[name]) < n:
+            raise ctx.error(f"contiguous group {name!r} has fewer than {n} leads")
+    resolved = tuple(tuple(lead for lead in LEADS if lead in groups[name]) for name in names)
+    return Contiguous(min_leads=n, groups=resolved, group_names=tuple(names))
 
 
 def parse_rule(raw: Any, index: int, groups: dict[str, tuple[str, ...]], path: str) -> Rule:
@@ -488,10 +524,35 @@ def parse_rule(raw: Any, index: int, groups: dict[str, tuple[str, ...]], path: s
     if not isinstance(when_raw, list):
         raise ctx.error("when must be a list of gates")
     when = tuple(_parse_gate(g, per_lead, ctx) for g in when_raw)
+    contiguous = None
+    if raw.get("contiguous") is not None:
+        if not per_lead:
+            raise ctx.error("contiguous applies to per-lead rules only")
+        if within is not None:
+            raise ctx.error("a rule with contiguous cannot have within")
+        contiguous = _parse_contiguous(raw["contiguous"], groups, ctx)
     return Rule(
         id=raw["id"], feature=feature, leads=leads, below=below, above=above, within=within,
-        when=when, source=source.strip(),
+        when=when, source=source.strip(), contiguous=contiguous,
     )
+
+
+def _check_contiguous_findings(rules: tuple[Rule, ...], path: str) -> None:
+    """Rules that share a finding with a contiguous rule must give the same contiguous and words."""
+    first: dict[str, tuple[Rule, Level]] = {}
+    for rule in rules:
+        for level in rule.levels():
+            if level.finding not in first:
+                first[level.finding] = (rule, level)
+                continue
+            other, other_level = first[level.finding]
+            if other.contiguous is None and rule.contiguous is None:
+                continue
+            if other.contiguous != rule.contiguous or other_level.words != level.words:
+                raise StageError(
+                    f"{path}: rules {other.id!r} and {rule.id!r} both write finding {level.finding!r}, which needs "
+                    "contiguous leads: they must give the same contiguous and the same words"
+                )
 
 
 def parse_guidelines(data: Any, path: str = "<guidelines>") -> Guidelines:
@@ -524,6 +585,7 @@ def parse_guidelines(data: Any, path: str = "<guidelines>") -> Guidelines:
         if rule.id in seen:
             raise StageError(f"{path}: rule id {rule.id!r} is used twice")
         seen.add(rule.id)
+    _check_contiguous_findings(rules, path)
     return Guidelines(rules=rules, path=path)
 
 
