@@ -13,9 +13,9 @@ The steps, all numpy/scipy (no neurokit2, which is slow):
 5. Delineation of the median beat: QRS onset and offset from the spatial velocity of the 8
    independent leads (low-passed at 40 Hz whatever the sampling rate): a core above 15% of its
    peak, then outwards to where it falls below 2% (onset) or below 5% / stops falling (offset, the
-   J point); T end on each lead's
-   T wave by the trapezium-area method from its last steep descending limb (so that an ST segment
-   ending before the T peak is not taken for it), the median of the leads with a clear T wave; P onset and offset by the tangent method on the magnitude in the P loop's
+   J point); T end by the tangent method on each lead's T wave (its last steep descending limb, so
+   that an ST segment ending before the T peak is not taken for it), the 75th percentile of the
+   leads with a clear T wave; P onset and offset by the tangent method on the magnitude in the P loop's
    plane, the P wave being accepted only if it repeats from beat to beat and, in an irregular
    rhythm, keeps a fixed PR interval (so that atrial fibrillation gives no P wave, not a guess).
 6. Per-lead amplitudes from the median beat relative to the isoelectric level just before QRS onset
@@ -66,11 +66,8 @@ P_MIN_FIXED_PR = 0.65
 # T end: the tangent is drawn at the last local maximum of the T wave's fall rate that is at least
 # 25% of the steepest and lies at least this share of the T height above the TP level (not in the tail)
 T_DIP_LEVEL = 0.2
-# the global T end: this quantile of the leads' T ends (the median: one lead's noise cannot move it)
-T_END_QUANTILE = 0.5
-# T end by the trapezium-area method: the reference point lies this long after the T wave has fallen
-# below 15% of its peak (past the knee in a T wave that returns to its baseline)
-T_REF_S = 0.03
+# the global T end: this quantile of the leads' T ends (the late leads end the T wave; one cannot)
+T_END_QUANTILE = 0.75
 
 GLOBAL_COLUMNS: tuple[str, ...] = (
     "HR__Global",
@@ -288,8 +285,8 @@ def _qrs_bounds(velocity: np.ndarray, r0: int, fs: float) -> tuple[int, int]:
     return onset, offset
 
 
-def _lead_t_end(z: np.ndarray, start: int, stop: int, fs: float) -> tuple[float, float] | None:
-    """(T end, T amplitude) of one lead's T wave ``z`` [W] turned positive, or None.
+def _tangent_end(z: np.ndarray, start: int, stop: int, fs: float) -> tuple[float, float] | None:
+    """(T end, T amplitude) by the tangent method on one lead's T wave ``z`` [W] turned positive, or None.
 
     ``z`` is relative to the PR baseline. The T wave peaks at the curve's largest value in
     [start, stop) and has ended where the curve first falls below 15% of that peak, or at its first
@@ -297,10 +294,8 @@ def _lead_t_end(z: np.ndarray, start: int, stop: int, fs: float) -> tuple[float,
     back to its baseline), so that a U wave or the next beat's P wave is not taken for it. Its descending limb is the last stretch of steep fall before that (a local maximum
     of the fall rate, at least 25% of the steepest, at least T_DIP_LEVEL of the height above the TP
     level): an ST plateau that ends before the T peak makes a cliff before it, which is not the T
-    wave's limb. From the steepest point of that limb, the end is the knee where the curve meets its
-    baseline, by the trapezium-area method (the reference point T_REF_S after the 15% level). The
-    amplitude returned is the peak's height above the lowest level of the 40 ms after the T wave has
-    ended (the TP segment).
+    wave's limb. The tangent at that point meets the lowest level of the 40 ms after the T wave has
+    ended (the TP segment). The amplitude returned is the peak's height above that level.
     """
     if stop - start < int(0.06 * fs):
         return None
@@ -330,23 +325,17 @@ def _lead_t_end(z: np.ndarray, start: int, stop: int, fs: float) -> tuple[float,
     dips, _ = find_peaks(fall, height=0.25 * steepest)
     dips = dips[z[peak + dips] - floor >= T_DIP_LEVEL * (amp - floor)]  # on the limb, not in the tail
     steep = peak + (int(dips[-1]) if len(dips) else int(np.argmax(fall)))
-    # the trapezium-area method (Zhang Q et al., IEEE Trans Biomed Eng 2006;53:2544-52): the end is the
-    # point of the curve past the steepest descent that spans the largest trapezium with that point and
-    # a reference point past the wave -- the knee where the T wave meets its baseline, not where the
-    # tangent does (which lies before it: the QT read by the tangent runs short of the visual one)
-    ref = min(len(z) - 1, stop, done + int(round(T_REF_S * fs)))
-    xi = np.arange(steep, ref + 1)
-    area = (float(z[steep]) - z[xi]) * (2 * ref - xi - steep)
-    return float(xi[int(np.argmax(area))]), amp - floor
+    return steep + (float(z[steep]) - floor) / (-float(slope[steep])), amp - floor
 
 
 def _t_end(rel: np.ndarray, j: int, stop: int, fs: float) -> int | None:
     """T end (index into the median beat) from the ST-T of the leads ``rel`` [L, W]; None when none ends.
 
-    Each lead (smoothed over 20 ms, turned so that its T wave is positive) is delineated on its T
-    wave's descending limb (see ``_lead_t_end``); the global T end is the T_END_QUANTILE quantile of
-    the ends of the leads whose T wave reaches at least 30% of the largest (one lead's noise cannot
-    move it). None when that end lies after ``stop`` (where the next P wave could start).
+    Each lead (smoothed over 20 ms, turned so that its T wave is positive) is delineated by the
+    tangent method on its T wave's descending limb (see ``_tangent_end``); the global T end is the
+    T_END_QUANTILE quantile of the ends of the leads whose T wave reaches at least 30% of the
+    largest (late leads end the T wave; one lead's noise cannot move it). None when the tangent
+    reaches the baseline only after ``stop`` (where the next P wave could start).
     """
     start = j + int(0.06 * fs)
     if stop - start < int(0.06 * fs):
@@ -358,7 +347,7 @@ def _t_end(rel: np.ndarray, j: int, stop: int, fs: float) -> int | None:
         if window.size == 0:
             continue
         sign = 1.0 if window[int(np.argmax(np.abs(window)))] >= 0 else -1.0
-        r = _lead_t_end(sign * y, start, stop, fs)
+        r = _tangent_end(sign * y, start, stop, fs)
         if r is not None:
             found.append(r)
     if not found:
