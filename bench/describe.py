@@ -82,6 +82,7 @@ def make_features(n: int = PTBXL_ROWS, seed: int = 0, null_fraction: float = 0.0
         cols[f"S_Dur_{lead}"] = np.abs(rng.normal(35, 12, n))
         cols[f"T_Amp_{lead}"] = rng.normal(0.2, 0.22, n)
         cols[f"ST_Amp_{lead}"] = rng.normal(0.02, 0.07, n)
+        cols[f"ST60_Amp_{lead}"] = cols[f"ST_Amp_{lead}"] + rng.normal(0.03, 0.05, n)
     # extras PTB-XL+ also has (areas, onsets/offsets, ...), up to its 783 columns
     extra_names = [f"{w}_Area_{lead}" for w in ("P", "QRS", "T") for lead in LEADS]
     extra_names += [f"{w}_{edge}_Global" for w in ("P", "QRS", "T") for edge in ("On", "Off")]
@@ -178,6 +179,9 @@ def ref_value(row: pd.Series, name: str) -> float | None:
     if base == "qrs_net":
         vals = [_raw(row, f"{w}_Amp_{lead}") for w in ("R", "Q", "S")]
         return None if None in vals else sum(vals)
+    if base == "st_rise":
+        st60, st = _raw(row, f"ST60_Amp_{lead}"), _raw(row, f"ST_Amp_{lead}")
+        return None if st60 is None or st is None else st60 - st
     if base == "q_r_ratio":
         q, r = _raw(row, f"Q_Amp_{lead}"), _raw(row, f"R_Amp_{lead}")
         return None if q is None or r is None or r <= 0 else abs(q) / r
@@ -243,6 +247,8 @@ def reference_describe(features: pd.DataFrame, patients: pd.DataFrame, guideline
         for finding, words in items:
             order.setdefault(("finding", finding), len(order))
             order.setdefault((column, words), len(order))
+            if rule.contiguous is not None:  # its general words sit where the finding first appears
+                order.setdefault(("general", words), len(order))
     rows = []
     for _, row in merged.iterrows():
         sex = row.get("sex")
@@ -252,13 +258,25 @@ def reference_describe(features: pd.DataFrame, patients: pd.DataFrame, guideline
             age = 90.0
         phrases: dict[str, list[str]] = {c: [] for c in ("general", *LEAD_COLUMNS_OUT)}
         findings: list[str] = []
+        # a finding that needs contiguous leads: finding -> (its rule's contiguous, its words, the leads where it holds)
+        contiguous: dict[str, tuple[Any, str, set[str]]] = {}
         for rule, lead in runnable:
             column = "general" if lead is None else f"lead_{lead}"
+            if rule.contiguous is not None:
+                for lvl in rule.below + rule.above:
+                    contiguous.setdefault(lvl.finding, (rule.contiguous, lvl.words, set()))
             for finding, words in ref_rule(rule, lead, row, sex, age):
                 if words not in phrases[column]:
                     phrases[column].append(words)
-                if finding not in findings:
+                if rule.contiguous is not None:
+                    contiguous[finding][2].add(lead)
+                elif finding not in findings:
                     findings.append(finding)
+        for finding, (spec, words, leads) in contiguous.items():
+            if any(len(leads & set(group)) >= spec.min_leads for group in spec.groups):
+                findings.append(finding)
+                if words not in phrases["general"]:
+                    phrases["general"].append(words)
         out = {"ecg_id": int(row["ecg_id"])}
         out.update({c: (", ".join(sorted(p, key=lambda w: order[(c, w)])) if p else None) for c, p in phrases.items()})
         out["findings"] = sorted(findings, key=lambda f: order[("finding", f)])

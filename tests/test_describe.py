@@ -63,6 +63,7 @@ def precordial(r: float, q: float, s: float) -> dict:
     return {f"{w}_Amp_{lead}": v for lead in LEADS[6:] for w, v in (("R", r), ("Q", q), ("S", s))}
 
 
+CONTIGUOUS_FINDINGS = {"st_elevation", "st_depression"}
 SINUS_P = {"P_Amp_II": 0.12}
 RR_800 = {"RR_Mean_Global": 800.0, "HR__Global": 75.0}
 
@@ -185,11 +186,27 @@ CASES: list[tuple[str, dict, str | None, int | None, dict]] = [
     ("ste V5 0.09", {"ST_Amp_V5": 0.09}, "female", 50, {}),
     ("ste aVR 0.1", {"ST_Amp_aVR": 0.1}, "male", 30, {"lead_aVR": "ST elevation"}),
     ("ste III 0.12", {"ST_Amp_III": 0.12}, "male", 30, {"lead_III": "ST elevation"}),
+    ("ste II III 0.12", {"ST_Amp_II": 0.12, "ST_Amp_III": 0.12}, "male", 30,
+     {"lead_II": "ST elevation", "lead_III": "ST elevation", "general": "ST elevation"}),
+    ("ste V2 0.25 V3 0.2 male 35", {"ST_Amp_V2": 0.25, "ST_Amp_V3": 0.2}, "male", 35, {"lead_V2": "ST elevation"}),
+    ("ste V1 0.1 V2 0.2 male 45", {"ST_Amp_V1": 0.1, "ST_Amp_V2": 0.2}, "male", 45,
+     {"lead_V1": "ST elevation", "lead_V2": "ST elevation", "general": "ST elevation"}),
+    ("ste aVR 0.2 III 0.2 (aVR in no group)", {"ST_Amp_aVR": 0.2, "ST_Amp_III": 0.2}, "male", 50,
+     {"lead_aVR": "ST elevation", "lead_III": "ST elevation"}),
     # --- ST depression >= 0.05 mV (ESC 2018), leads of Minnesota Code 4 (not III, not aVR)
-    ("std V5 -0.05", {"ST_Amp_V5": -0.05}, "male", 50, {"lead_V5": "ST depression"}),
-    ("std V5 -0.04", {"ST_Amp_V5": -0.04}, "male", 50, {}),
-    ("std III -0.2", {"ST_Amp_III": -0.2}, "male", 50, {}),
-    ("std aVR -0.2", {"ST_Amp_aVR": -0.2}, "male", 50, {}),
+    ("std V5 -0.05", {"ST_Amp_V5": -0.05, "ST60_Amp_V5": -0.05}, "male", 50, {"lead_V5": "ST depression"}),
+    # two contiguous leads (anterior V1-V6, inferior II III aVF, lateral I aVL): the finding and the general text
+    ("std V5 V6 -0.05", {"ST_Amp_V5": -0.05, "ST60_Amp_V5": -0.05, "ST_Amp_V6": -0.06, "ST60_Amp_V6": -0.08},
+     "male", 50, {"lead_V5": "ST depression", "lead_V6": "ST depression", "general": "ST depression"}),
+    ("std V5 V6 upsloping", {"ST_Amp_V5": -0.1, "ST60_Amp_V5": -0.02, "ST_Amp_V6": -0.1, "ST60_Amp_V6": 0.0},
+     "male", 50, {}),
+    ("std V5 downsloping, V6 upsloping", {"ST_Amp_V5": -0.1, "ST60_Amp_V5": -0.15, "ST_Amp_V6": -0.1,
+                                          "ST60_Amp_V6": 0.0}, "male", 50, {"lead_V5": "ST depression"}),
+    ("std I V5 -0.1 (not one group)", {"ST_Amp_I": -0.1, "ST60_Amp_I": -0.1, "ST_Amp_V5": -0.1, "ST60_Amp_V5": -0.1},
+     "male", 50, {"lead_I": "ST depression", "lead_V5": "ST depression"}),
+    ("std V5 -0.04", {"ST_Amp_V5": -0.04, "ST60_Amp_V5": -0.04}, "male", 50, {}),
+    ("std III -0.2", {"ST_Amp_III": -0.2, "ST60_Amp_III": -0.2}, "male", 50, {}),
+    ("std aVR -0.2", {"ST_Amp_aVR": -0.2, "ST60_Amp_aVR": -0.2}, "male", 50, {}),
     # --- T inversion (Minnesota 5-2 / 5-1): <= -0.1 mV, deep <= -0.5 mV in I, II, V2-V6; aVL if R >= 0.5 mV;
     #     aVF if QRS mainly upright; never in aVR, III, V1
     ("t V4 -0.1", {"T_Amp_V4": -0.1}, "male", 50, {"lead_V4": "T-wave inversion"}),
@@ -252,7 +269,10 @@ def test_guideline_case(case_results, index):
     row = case_results[1000 + index]
     for col in ("general", *LEAD_COLUMNS_OUT):
         assert row[col] == expected.get(col), f"{name}: {col}"
-    want = {PHRASE_FINDING[p] for phrase in expected.values() for p in phrase.split(", ")}
+    # a finding that needs two contiguous leads (ST elevation, ST depression) is a finding only where the
+    # general text states it; each lead's text says what that lead shows
+    want = {PHRASE_FINDING[p] for col, phrase in expected.items() for p in phrase.split(", ")
+            if col == "general" or PHRASE_FINDING[p] not in CONTIGUOUS_FINDINGS}
     assert set(row["findings"]) == want, name
     assert len(row["findings"]) == len(set(row["findings"])), "each finding once"
 
@@ -533,3 +553,112 @@ def test_findings_bench_counts_the_two_by_two_tables():
     lo, hi = bench.wilson(1, 3)
     assert 0.0 < lo < 1 / 3 < hi < 1.0
     assert all(math.isnan(v) for v in bench.wilson(0, 0))  # no interval without records
+
+
+# ---------------------------------------------------------------------------- issue 21: contiguous leads
+
+
+def _st_doc(contiguous, groups=None, second=None) -> dict:
+    rule = {"id": "ste", "feature": "ST_Amp_{lead}", "leads": ["V1", "V2", "V3", "II", "aVF"],
+            "above": {"ge": 0.1, "finding": "st_elevation", "words": "ST elevation"}, "contiguous": contiguous,
+            "source": "Thygesen 2018"}
+    doc = {"version": 1, "lead_groups": groups or {"anterior": ["V1", "V2", "V3"], "inferior": ["II", "aVF"]},
+           "rules": [rule]}
+    if second is not None:
+        doc["rules"].append(second)
+    return doc
+
+
+@pytest.mark.parametrize(
+    "contiguous, second, message",
+    [
+        ({"leads": 1, "groups": ["anterior"]}, None, "contiguous leads must be a whole number of at least 2"),
+        ({"leads": 2, "groups": ["septal"]}, None, "contiguous group 'septal' is not a lead group"),
+        ({"leads": 3, "groups": ["inferior"]}, None, "contiguous group 'inferior' has fewer than 3 leads"),
+        ({"leads": 2}, None, "contiguous must be a mapping with leads"),
+        ({"leads": 2, "groups": ["anterior"]},
+         {"id": "ste2", "feature": "ST_Amp_{lead}", "leads": ["V4"], "source": "s",
+          "above": {"ge": 0.2, "finding": "st_elevation", "words": "ST elevation"}},
+         "rules 'ste' and 'ste2' both write finding 'st_elevation', which needs contiguous leads"),
+    ],
+)
+def test_contiguous_is_validated(contiguous, second, message):
+    with pytest.raises(StageError, match=message):
+        parse_guidelines(_st_doc(contiguous, second=second), "g.yaml")
+
+
+def test_contiguous_on_a_global_rule_is_an_error():
+    with pytest.raises(StageError, match="contiguous applies to per-lead rules only"):
+        parse_guidelines({"version": 1, "lead_groups": {"g": ["I", "II"]}, "rules": [
+            {"id": "r", "feature": "HR__Global", "leads": "global", "source": "s",
+             "above": {"gt": 100, "finding": "f", "words": "w"}, "contiguous": {"leads": 2, "groups": ["g"]}}]},
+            "g.yaml")
+
+
+def test_contiguous_findings_need_two_leads_of_one_group_and_match_the_reference():
+    # each lead says what it shows; the finding (and the general text) needs 2 leads of one group
+    rules = parse_guidelines(_st_doc({"leads": 2, "groups": ["anterior", "inferior"]}), "g.yaml")
+    features = pl.DataFrame({
+        "ecg_id": [1, 2, 3, 4],
+        "ST_Amp_V1": [0.15, 0.15, 0.0, None], "ST_Amp_V2": [0.0, 0.12, 0.0, 0.2], "ST_Amp_V3": [0.0, 0.0, 0.0, 0.2],
+        "ST_Amp_II": [0.15, 0.0, 0.2, 0.0], "ST_Amp_aVF": [0.0, 0.0, 0.1, 0.0],
+    })  # fmt: skip
+    patients = pl.DataFrame({"ecg_id": [1, 2, 3, 4], "sex": ["male"] * 4, "age": [50] * 4})
+    out = describe(features, patients, rules)
+    assert out["findings"].to_list() == [[], ["st_elevation"], ["st_elevation"], ["st_elevation"]]
+    assert out["general"].to_list() == [None, "ST elevation", "ST elevation", "ST elevation"]
+    assert out["lead_V1"].to_list() == ["ST elevation", "ST elevation", None, None]
+    assert out["lead_II"].to_list() == ["ST elevation", None, "ST elevation", None]
+    spec = importlib.util.spec_from_file_location("bench_describe", Path(__file__).parent.parent / "bench" / "describe.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ref = bench.reference_describe(features.to_pandas(), patients.to_pandas(), rules)
+    assert bench.compare(out, ref) == []
+
+
+# ---------------------------------------------------------------------------- issue 21: the real sample
+
+
+@pytest.fixture(scope="module")
+def real_agreement(ptbxl_sample):
+    """(NORM-only rates, 2x2 tables) of bench/findings.py on all 300 real sample records at 100 Hz (~5 s)."""
+    spec = importlib.util.spec_from_file_location("bench_findings", Path(__file__).parent.parent / "bench" / "findings.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = bench.load_sample(ptbxl_sample, 100)
+    features = bench.measure_sample(ptbxl_sample, table, 100, workers=1)
+    findings = describe(features, table.select("ecg_id", "sex", "age", "age_over_89"), GUIDELINES)
+    rates, comps = bench.agreement(table, findings)
+    return {r["finding"]: r["norm_k"] / r["norm_n"] for r in rates}, comps, rates[0]["norm_n"]
+
+
+RATE_AND_RHYTHM = {"sinus_rhythm", "sinus_bradycardia", "sinus_tachycardia", "sinus_arrhythmia"}
+
+
+def test_real_norm_only_records_are_not_called_abnormal(real_agreement):
+    # issue 21: among the real sample's NORM-only records no finding but rate/rhythm (and short QT and ST
+    # elevation, held below) on more than 10%
+    rate, _, n = real_agreement
+    assert n >= 150, "the 300-record sample holds 182 NORM-only records"
+    over = {f: r for f, r in rate.items() if f not in RATE_AND_RHYTHM | {"short_qt", "st_elevation"} and r > 0.10}
+    assert not over, over
+    # before issue 21's changes: ST elevation 28% (read at J + 60 ms, one lead enough); now ~10%. Short QT
+    # is still ~47% (the tangent-method T end). The 5% targets are not met yet (the xfail below)
+    assert rate["st_elevation"] <= 0.12
+
+
+@pytest.mark.xfail(strict=True, reason="issue 21: short QT on ~47% and ST elevation on ~10% of the NORM-only "
+                                       "records (target 5% each)")
+def test_real_norm_only_short_qt_and_st_elevation_targets(real_agreement):
+    assert real_agreement[0]["short_qt"] <= 0.05 and real_agreement[0]["st_elevation"] <= 0.05
+
+
+def test_real_specificities_hold(real_agreement):
+    # specificity against the PTB-XL statements must not fall below the figures measured before issue 21's
+    # changes (bench/findings.py on main f903fed): ST elevation vs STE_/MI 66%, ST depression vs STD_/NST_ 87%,
+    # long QT vs LNGQT 95.6% (285/298)
+    _, comps, _ = real_agreement
+    spec = {(c["finding"], c["label"]): c["tn"] / (c["tn"] + c["fp"]) for c in comps}
+    assert spec[("st_elevation", "STE_/MI")] >= 0.66
+    assert spec[("st_depression", "STD_/NST_")] >= 0.867
+    assert spec[("long_qt", "LNGQT")] >= 285 / 298 - 1e-9

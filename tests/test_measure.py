@@ -126,10 +126,12 @@ def _angle_diff(a: float, b: float) -> float:
 
 def test_feature_columns_are_the_12sl_names():
     assert FEATURE_COLUMNS[:3] == ["HR__Global", "RR_Mean_Global", "RR_SDNN_Global"]
-    assert len(FEATURE_COLUMNS) == len(set(FEATURE_COLUMNS)) == len(GLOBAL_COLUMNS) + 9 * 12
+    assert len(FEATURE_COLUMNS) == len(set(FEATURE_COLUMNS)) == len(GLOBAL_COLUMNS) + 10 * 12
     for name in ("QT_IntFramingham_Global", "P_AxisFront_Global", "T_Amp_V2", "Q_Dur_III", "ST_Amp_aVR", "S_Amp_aVF"):
         assert name in FEATURE_COLUMNS
-    assert set(LEAD_MEASURES) == {"P_Amp", "Q_Amp", "R_Amp", "S_Amp", "T_Amp", "ST_Amp", "Q_Dur", "R_Dur", "S_Dur"}
+    # ST60_Amp is ours (the ST level 60 ms after J), the rest PTB-XL+'s 12SL names
+    assert set(LEAD_MEASURES) == {"P_Amp", "Q_Amp", "R_Amp", "S_Amp", "T_Amp", "ST_Amp", "ST60_Amp", "Q_Dur", "R_Dur",
+                                  "S_Dur"}
     assert not any("AVR" in c or "AVL" in c or "AVF" in c for c in FEATURE_COLUMNS)  # PTB-XL+ spelling
 
 
@@ -176,8 +178,9 @@ def test_synthetic_amplitudes_and_signs():
     assert m["R_Amp_aVR"] < abs(m["S_Amp_aVR"]) + abs(m["Q_Amp_aVR"])
     # V1 has no Q wave in the synthetic beat: 0, not null
     assert m["Q_Amp_V1"] == 0.0 and m["Q_Dur_V1"] == 0.0
-    # ST at J+60 ms sits on the rising T wave, above the PR baseline in leads with upright T
-    assert m["ST_Amp_V3"] > 0
+    # no ST deviation in the synthetic beat (its T wave starts well after J + 60 ms): ST sits on the PR
+    # baseline at the J point and 60 ms later
+    assert abs(m["ST_Amp_V3"]) < 0.03 and abs(m["ST60_Amp_V3"]) < 0.03
     # aVL is perpendicular to a 60 degree axis: a flat lead, whose values cannot be measured
     assert all(m[f"{w}_aVL"] is None for w in LEAD_MEASURES)
     for lead in (lead for lead in LEADS if lead != "aVL"):
@@ -487,12 +490,29 @@ def test_sinus_arrhythmia_keeps_its_p_wave(fs):
         assert m["P_Amp_II"] == pytest.approx(0.15, abs=0.04) and abs(m["PR_Int_Global"] - 170) <= TOL_PR
 
 
+# ---------------------------------------------------------------------------- issue 21: ST at the J point
+
+
+@pytest.mark.parametrize("fs", [100, 500])
+def test_st_is_read_at_the_j_point_and_60_ms_later(fs):
+    # a horizontal 0.2 mV ST plateau (gains of the T wave, 12 ms ramp from the QRS offset, which the J
+    # point lies at the end of): the same level at the J point and 60 ms later; none without it
+    flat = measure_record(synthetic_ecg(fs, hr=60, qt=440, noise_mv=0.005), fs)
+    raised = measure_record(synthetic_ecg(fs, hr=60, qt=440, st_plateau_mv=0.2, noise_mv=0.005), fs)
+    assert abs(flat["ST60_Amp_V4"]) < 0.03 and abs(flat["ST_Amp_V4"]) < 0.03
+    # lead V4: plateau gain 0.2 mV x 0.9
+    assert raised["ST_Amp_V4"] == pytest.approx(0.18, abs=0.04)
+    assert raised["ST60_Amp_V4"] == pytest.approx(raised["ST_Amp_V4"], abs=0.03)  # horizontal
+
+
 # ---------------------------------------------------------------------------- issue 21: QT must not read short
 
 
 # With 20 uV of noise at 100 Hz the measured QT is 390 ms: the tangent-method T end (the 75th
 # percentile of the leads' ends) runs early, the cause issue 21 found for short QT in 47% of the real
 # NORM-only sample records. strict: this case fails the suite once the T end is fixed, so the mark goes.
+# (A T end at the knee, by the trapezium-area method, passes it and halves short QT on the real sample,
+# but raises long QT against LNGQT and loses the demo world's LNGQT figure: not shipped, see README.)
 QT_RUNS_SHORT = pytest.mark.xfail(strict=True, reason="issue 21: T end found early (QT 390 ms, not 400)")
 
 

@@ -26,7 +26,10 @@ Conventions (those of 12SL where it has one, ours where stated):
   extreme deviation from the PR baseline, negative = inverted); R amplitude is the peak of the first
   positive deflection (0 when absent). A QRS that never goes positive (QS) is reported as a Q wave
   spanning the negative deflection. Deflections smaller than 25 uV are not counted as waves.
-- ST_Amp is the ST level at J + 60 ms (J = the global QRS offset), relative to the PR baseline.
+- ST_Amp is the ST level at the J point (J = the global QRS offset), relative to the PR baseline: where
+  the fourth universal definition of MI reads ST elevation and depression. ST60_Amp is OURS (not a 12SL
+  name): the level 60 ms after J, so that ST60_Amp - ST_Amp tells a horizontal or downsloping ST
+  segment from an upsloping one.
 - Axes are in degrees in (-180, 180]: 0 = lead I, +90 = lead aVF.
 - RR_SDNN_Global is OURS (not a 12SL name): the standard deviation of the RR intervals in ms, the
   measure that tells atrial fibrillation from sinus rhythm.
@@ -81,7 +84,8 @@ GLOBAL_COLUMNS: tuple[str, ...] = (
     "P_AxisFront_Global",
     "T_AxisFront_Global",
 )
-LEAD_MEASURES: tuple[str, ...] = ("P_Amp", "Q_Amp", "R_Amp", "S_Amp", "T_Amp", "ST_Amp", "Q_Dur", "R_Dur", "S_Dur")
+LEAD_MEASURES: tuple[str, ...] = ("P_Amp", "Q_Amp", "R_Amp", "S_Amp", "T_Amp", "ST_Amp", "ST60_Amp", "Q_Dur", "R_Dur",
+                                  "S_Dur")
 LEAD_COLUMNS: tuple[str, ...] = tuple(f"{m}_{lead}" for m in LEAD_MEASURES for lead in LEADS)
 FEATURE_COLUMNS: list[str] = [*GLOBAL_COLUMNS, *LEAD_COLUMNS]
 
@@ -330,8 +334,8 @@ def _t_end(rel: np.ndarray, j: int, stop: int, fs: float) -> int | None:
     Each lead (smoothed over 20 ms, turned so that its T wave is positive) is delineated by the
     tangent method on its T wave's descending limb (see ``_tangent_end``); the global T end is the
     T_END_QUANTILE quantile of the ends of the leads whose T wave reaches at least 30% of the
-    largest (late leads end the T wave, as in 12SL's global offset; one lead's noise cannot move it). None when the
-    tangent reaches the baseline only after ``stop`` (where the next P wave could start).
+    largest (late leads end the T wave; one lead's noise cannot move it). None when the tangent
+    reaches the baseline only after ``stop`` (where the next P wave could start).
     """
     start = j + int(0.06 * fs)
     if stop - start < int(0.06 * fs):
@@ -570,15 +574,18 @@ def _measure(x: np.ndarray, fs: float) -> dict[str, float | None]:
         if t_end is not None:
             out["T_AxisFront_Global"] = _axis(*area(qrs_off, t_end))
 
-    st_at = min(rel.shape[1] - 1, qrs_off + int(round(0.06 * fi)))
+    # ST levels (mean of +-4 ms): at the J point, where the MI criteria read it (Thygesen 2018), and
+    # 60 ms later, which says whether the segment is horizontal, downsloping or upsloping
     st_n = max(1, int(round(0.004 * fi)))
+    st60_at = min(rel.shape[1] - 1, qrs_off + int(round(0.06 * fi)))
     for li, lead in enumerate(LEADS):
         if flat[li]:
             continue
         q_amp, r_amp, s_amp, q_dur, r_dur, s_dur = _qrs_waves(rel[li, qrs_on : qrs_off + 1], fi)
         out[f"Q_Amp_{lead}"], out[f"R_Amp_{lead}"], out[f"S_Amp_{lead}"] = q_amp, r_amp, s_amp
         out[f"Q_Dur_{lead}"], out[f"R_Dur_{lead}"], out[f"S_Dur_{lead}"] = q_dur, r_dur, s_dur
-        out[f"ST_Amp_{lead}"] = float(rel[li, max(0, st_at - st_n) : st_at + st_n + 1].mean())
+        out[f"ST_Amp_{lead}"] = float(rel[li, max(0, qrs_off - st_n) : qrs_off + st_n + 1].mean())
+        out[f"ST60_Amp_{lead}"] = float(rel[li, max(0, st60_at - st_n) : st60_at + st_n + 1].mean())
         if t_end is not None:
             t_lo = qrs_off + int(0.25 * (t_end - qrs_off))
             seg = rel[li, t_lo : t_end + 1]

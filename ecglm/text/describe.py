@@ -30,6 +30,7 @@ from ecglm.text.guidelines import (
     KNOWN_COLUMNS,
     LIMB_LEADS,
     PRECORDIAL_LEADS,
+    Contiguous,
     Gate,
     Guidelines,
     Level,
@@ -140,12 +141,14 @@ def derived_value(name: str) -> pl.Expr:
         if name == f"q_r_ratio_{lead}":
             q, r = column_value(f"Q_Amp_{lead}"), column_value(f"R_Amp_{lead}")
             return pl.when(r > 0).then(q.abs() / r).otherwise(None)
+        if name == f"st_rise_{lead}":
+            return column_value(f"ST60_Amp_{lead}") - column_value(f"ST_Amp_{lead}")
     raise KeyError(name)  # pragma: no cover - guidelines validation rejects unknown features
 
 
 assert set(DERIVED_GLOBAL) | set(DERIVED_PER_LEAD) == {
     "sokolow_lyon", "cornell_voltage", "rr_cv", "limb_qrs_max_pp", "precordial_qrs_max_pp",
-    "qrs_pp_{lead}", "qrs_net_{lead}", "q_r_ratio_{lead}",
+    "qrs_pp_{lead}", "qrs_net_{lead}", "q_r_ratio_{lead}", "st_rise_{lead}",
 }, "every derived feature named in ecglm.text.guidelines has an expression here"
 
 
@@ -217,6 +220,9 @@ class Emission:
     finding: str
     words: str
     cond: pl.Expr
+    # a finding that needs contiguous leads: this per-lead emission writes only its words; the
+    # finding id and its general words come from ``contiguous_conditions``
+    contiguous: Contiguous | None = None
 
 
 def rule_emissions(
@@ -236,7 +242,7 @@ def rule_emissions(
             cond = gate & held[i]
             if i + 1 < len(side):
                 cond = cond & ~held[i + 1]
-            out.append(Emission(column, level.finding, level.words, cond))
+            out.append(Emission(column, level.finding, level.words, cond, rule.contiguous if lead else None))
     if rule.within is not None:
         cond = gate & value.is_not_null()
         for side in (rule.below, rule.above):
@@ -244,6 +250,23 @@ def rule_emissions(
                 cond = cond & ~possibly(value, side[0])
         out.append(Emission(column, rule.within.finding, rule.within.words, cond))
     return out
+
+
+def contiguous_condition(spec: Contiguous, lead_conds: dict[str, list[pl.Expr]]) -> pl.Expr:
+    """True where the level holds in at least ``spec.min_leads`` leads of one of ``spec.groups``.
+
+    ``lead_conds``: lead -> the conditions under which the finding's level holds in that lead (any of them).
+    """
+    import polars as pl
+
+    def holds(lead: str) -> pl.Expr:
+        import polars as pl
+
+        conds = lead_conds.get(lead)
+        return pl.any_horizontal(conds).fill_null(False).cast(pl.Int32) if conds else pl.lit(0, dtype=pl.Int32)
+
+    return pl.any_horizontal([pl.sum_horizontal([holds(lead) for lead in group]) >= spec.min_leads
+                              for group in spec.groups])
 
 
 # ------------------------------------------------------------------------------------ planning
@@ -331,6 +354,7 @@ def _merge_same(items: Sequence[tuple[str, pl.Expr]]) -> list[tuple[str, pl.Expr
     This is how a phrase or finding id is written once however many rules produce it.
     """
 
+
     merged: dict[str, pl.Expr] = {}
     for text, cond in items:
         merged[text] = merged[text] | cond if text in merged else cond
@@ -392,9 +416,21 @@ def describe(
     frame = frame.with_columns([e.cond.alias(f"__c{i}") for i, e in enumerate(emissions)])
     by_column: dict[str, list[tuple[str, pl.Expr]]] = {c: [] for c in ("general", *LEAD_COLUMNS_OUT)}
     finding_items: list[tuple[str, pl.Expr]] = []
+    # findings that need contiguous leads: the leads' conditions, pooled over the rules that write them
+    pooled: dict[str, dict[str, list[pl.Expr]]] = {}
+    for i, e in enumerate(emissions):
+        if e.contiguous is not None:
+            pooled.setdefault(e.finding, {}).setdefault(e.column.removeprefix("lead_"), []).append(pl.col(f"__c{i}"))
+    placed: set[str] = set()
     for i, e in enumerate(emissions):
         by_column[e.column].append((e.words, pl.col(f"__c{i}")))
-        finding_items.append((e.finding, pl.col(f"__c{i}")))
+        if e.contiguous is None:
+            finding_items.append((e.finding, pl.col(f"__c{i}")))
+        elif e.finding not in placed:  # the finding and its general words sit where the finding first appears
+            placed.add(e.finding)
+            cond = contiguous_condition(e.contiguous, pooled[e.finding])
+            by_column["general"].append((e.words, cond))
+            finding_items.append((e.finding, cond))
     # finding ids are [A-Za-z0-9_] (validated), so joining with "," and splitting is lossless and much
     # faster in polars than concat_list of conditional literals
     empty = pl.lit([], dtype=pl.List(pl.String))
@@ -437,7 +473,7 @@ def unit_check(column: str) -> UnitCheck | None:
     base = column.rsplit("_", 1)[0]
     if base.endswith("_Dur"):
         return UnitCheck("ms", 2, 300)
-    amp_high = {"P_Amp": 2, "Q_Amp": 5, "R_Amp": 10, "S_Amp": 10, "T_Amp": 5, "ST_Amp": 5}
+    amp_high = {"P_Amp": 2, "Q_Amp": 5, "R_Amp": 10, "S_Amp": 10, "T_Amp": 5, "ST_Amp": 5, "ST60_Amp": 5}
     if base in amp_high:
         return UnitCheck("mV", 0.002, amp_high[base])
     return None

@@ -25,6 +25,11 @@ Semantics (implemented by :mod:`ecglm.text.describe`, documented here because th
 - A null feature, or a derived feature with a null input, never produces a finding.
 - A per-lead feature name holds ``{lead}``; leads are written in ``LEADS`` spelling or as a name from
   ``lead_groups``.
+- ``contiguous: {leads: n, groups: [group, ...]}`` (per-lead rules only): each lead's text still says
+  what that lead shows, but the finding id, and its words in the general findings, are written only
+  where the level holds in at least ``n`` leads of one of the named lead groups (the "two contiguous
+  leads" of the MI criteria). Rules that share a finding pool their leads, so they must give the same
+  ``contiguous`` and the same words for it.
 """
 
 from __future__ import annotations
@@ -47,8 +52,8 @@ from ecglm.data.delineate import LEAD_MEASURES
 DEFAULT_GUIDELINES = packaged("ecglm.text", "guidelines.yaml")
 
 # The 12SL columns a rule may name (PTB-XL+ spelling; RR_SDNN_Global comes from `ecglm measure`): the
-# globals, and per lead `<base>_<lead>` (amplitudes in mV, Q and S negative, T and ST signed; durations in
-# ms). One list, the measurement's (ecglm.data.delineate), which writes exactly these columns.
+# globals, and per lead `<base>_<lead>` (amplitudes in mV, Q and S negative, T and ST signed; ST60_Amp, ours, the ST level 60 ms after the J
+# point; durations in ms). One list, the measurement's (ecglm.data.delineate), which writes exactly these columns.
 GLOBAL_COLUMNS: tuple[str, ...] = MEASURED_GLOBALS
 LEAD_BASES: tuple[str, ...] = LEAD_MEASURES
 LEAD_COLUMNS: tuple[str, ...] = MEASURED_PER_LEAD
@@ -72,6 +77,7 @@ def _qrs_pp_inputs(lead: str) -> tuple[str, ...]:
 #   precordial_qrs_max_pp  max of qrs_pp over V1..V6                                   mV
 #   qrs_net_{lead}         R + Q + S (algebraic sum; > 0: QRS mainly upright)           mV
 #   q_r_ratio_{lead}       |Q| / R  (null where R <= 0)                                ratio
+#   st_rise_{lead}         ST60_Amp - ST_Amp (the ST segment's rise over the 60 ms after J) mV
 DERIVED_GLOBAL: dict[str, tuple[str, ...]] = {
     "sokolow_lyon": ("S_Amp_V1", "R_Amp_V5", "R_Amp_V6"),
     "cornell_voltage": ("R_Amp_aVL", "S_Amp_V3"),
@@ -83,6 +89,7 @@ DERIVED_PER_LEAD: dict[str, tuple[str, ...]] = {
     "qrs_pp_{lead}": ("R_Amp_{lead}", "Q_Amp_{lead}", "S_Amp_{lead}"),
     "qrs_net_{lead}": ("R_Amp_{lead}", "Q_Amp_{lead}", "S_Amp_{lead}"),
     "q_r_ratio_{lead}": ("Q_Amp_{lead}", "R_Amp_{lead}"),
+    "st_rise_{lead}": ("ST60_Amp_{lead}", "ST_Amp_{lead}"),
 }
 
 BELOW_OPS = ("lt", "le")
@@ -167,6 +174,15 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Contiguous:
+    """The finding needs its level to hold in at least ``min_leads`` leads of one of ``groups``."""
+
+    min_leads: int
+    groups: tuple[tuple[str, ...], ...]  # leads of each group, in LEADS order
+    group_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Rule:
     """A validated guideline rule (see the module docstring for its semantics)."""
 
@@ -178,6 +194,7 @@ class Rule:
     within: Within | None
     when: tuple[Gate, ...]
     source: str
+    contiguous: Contiguous | None = None
 
     @property
     def is_global(self) -> bool:
@@ -427,7 +444,37 @@ def _parse_gate(raw: Any, per_lead: bool, ctx: _Ctx) -> Gate:
     return Gate(feature=feature, op=ops[0], value=_number(raw[ops[0]], ctx, "gate value"), null_passes=null_passes)
 
 
-_RULE_KEYS = {"id", "feature", "leads", "below", "above", "within", "when", "source", "note"}
+_RULE_KEYS = {"id", "feature", "leads", "below", "above", "within", "when", "source", "note", "contiguous"}
+
+
+def _parse_contiguous(raw: Any, groups: dict[str, tuple[str, ...]], ctx: _Ctx) -> Contiguous:
+    if not isinstance(raw, dict) or set(raw) != {"leads", "groups"}:
+        raise ctx.error(f"contiguous must be a mapping with leads (a number) and groups (lead group names), got {raw!r}")
+    n = raw["leads"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ctx.error(f"contiguous leads must be a whole number of at least 2, got {n!r}")
+    names = raw["groups"]
+    if not isinstance(names, list) or not names:
+        raise ctx.error(f"contiguous groups must be a non-empty list of lead group names, got {names!r}")
+    for name in names:
+        if name not in groups:
+            raise ctx.error(f"contiguous group {name!r} is not a lead group (groups: {', '.join(groups) or 'none'})")
+        if len(groups[name]) < n:
+            raise ctx.error(f"contiguous group {name!r} has fewer than {n} leads")
+    resolved = tuple(tuple(lead for lead in LEADS if lead in groups[name]) for name in names)
+    return Contiguous(min_leads=n, groups=resolved, group_names=tuple(names))
+
+
+def _parse_within(w: Any, ctx: "_Ctx") -> "Within | None":
+    """A rule's ``within`` (a finding and its words for values inside both limits), or None."""
+    if w is None:
+        return None
+    if not isinstance(w, dict) or set(w) != {"finding", "words"}:
+        raise ctx.error(f"within must be a mapping with finding and words, got {w!r}")
+    _check_id(w["finding"], ctx, "within finding")
+    if not isinstance(w["words"], str) or not w["words"].strip():
+        raise ctx.error("within needs non-empty words")
+    return Within(finding=w["finding"], words=w["words"].strip())
 
 
 def parse_rule(raw: Any, index: int, groups: dict[str, tuple[str, ...]], path: str) -> Rule:
@@ -454,25 +501,41 @@ def parse_rule(raw: Any, index: int, groups: dict[str, tuple[str, ...]], path: s
     feature = _check_feature(feature, per_lead, ctx, "feature")
     below = _parse_side(raw.get("below"), BELOW_OPS, "below", ctx)
     above = _parse_side(raw.get("above"), ABOVE_OPS, "above", ctx)
-    within = None
-    if raw.get("within") is not None:
-        w = raw["within"]
-        if not isinstance(w, dict) or set(w) != {"finding", "words"}:
-            raise ctx.error(f"within must be a mapping with finding and words, got {w!r}")
-        _check_id(w["finding"], ctx, "within finding")
-        if not isinstance(w["words"], str) or not w["words"].strip():
-            raise ctx.error("within needs non-empty words")
-        within = Within(finding=w["finding"], words=w["words"].strip())
+    within = _parse_within(raw.get("within"), ctx)
     if not below and not above and within is None:
         raise ctx.error("the rule says nothing: give below, above or within")
     when_raw = raw.get("when") or []
     if not isinstance(when_raw, list):
         raise ctx.error("when must be a list of gates")
     when = tuple(_parse_gate(g, per_lead, ctx) for g in when_raw)
+    contiguous = None
+    if raw.get("contiguous") is not None:
+        if not per_lead or within is not None:
+            raise ctx.error("contiguous applies to per-lead rules only" if not per_lead
+                            else "a rule with contiguous cannot have within")  # fmt: skip
+        contiguous = _parse_contiguous(raw["contiguous"], groups, ctx)
     return Rule(
         id=raw["id"], feature=feature, leads=leads, below=below, above=above, within=within,
-        when=when, source=source.strip(),
+        when=when, source=source.strip(), contiguous=contiguous,
     )
+
+
+def _check_contiguous_findings(rules: tuple[Rule, ...], path: str) -> None:
+    """Rules that share a finding with a contiguous rule must give the same contiguous and words."""
+    first: dict[str, tuple[Rule, Level]] = {}
+    for rule in rules:
+        for level in rule.levels():
+            if level.finding not in first:
+                first[level.finding] = (rule, level)
+                continue
+            other, other_level = first[level.finding]
+            if other.contiguous is None and rule.contiguous is None:
+                continue
+            if other.contiguous != rule.contiguous or other_level.words != level.words:
+                raise StageError(
+                    f"{path}: rules {other.id!r} and {rule.id!r} both write finding {level.finding!r}, which needs "
+                    "contiguous leads: they must give the same contiguous and the same words"
+                )
 
 
 def parse_guidelines(data: Any, path: str = "<guidelines>") -> Guidelines:
@@ -505,6 +568,7 @@ def parse_guidelines(data: Any, path: str = "<guidelines>") -> Guidelines:
         if rule.id in seen:
             raise StageError(f"{path}: rule id {rule.id!r} is used twice")
         seen.add(rule.id)
+    _check_contiguous_findings(rules, path)
     return Guidelines(rules=rules, path=path)
 
 

@@ -33,7 +33,8 @@ PTBXL_PLUS_DIR = Path(PROJECTS["ptbxl_plus"].slug) / PROJECTS["ptbxl_plus"].vers
 FEATURES_CSV = "features/12sl_features.csv"
 PLUS_LABELS_CSV = "labels/ptbxl_statements.csv"
 HEADER_LEADS = [ld.upper() if ld.startswith("aV") else ld for ld in LEADS]  # PTB-XL writes AVR AVL AVF
-NOT_12SL = ("RR_SDNN_Global",)  # ecglm.data.measure's own column; PTB-XL+ has no such name
+# ecglm.data.measure's own columns; PTB-XL+ has no such names
+NOT_12SL = ("RR_SDNN_Global", *(f"ST60_Amp_{lead}" for lead in LEADS))
 
 LICENSE_PTBXL = """\
 SYNTHETIC DATA -- NOT PTB-XL
