@@ -38,7 +38,7 @@ rule align_model:
         pairs=lambda wildcards: pairs_dir(wildcards.variant),
         signals=f"{RESULTS}/data/signals_{FS}.npy",
         records=f"{RESULTS}/data/records.parquet",
-        llm=LLM_INPUT,
+        llm=lambda wildcards: LLM_INPUTS[VARIANT_LLMS[wildcards.variant]],
         encoder=lambda wildcards: (
             [f"{RESULTS}/encoder/pretrained/model.safetensors"]
             if VARIANTS[wildcards.variant]["encoder_pretrain"]

@@ -6,7 +6,10 @@ import os
 import shlex
 
 from ecglm.text.prompts import TASK_LABEL_COLUMNS, TASKS
-from ecglm.models.fetch_llm import local_dir_for
+from ecglm.core.config import run_llms, variant_llm
+from ecglm.core.errors import StageError
+from ecglm.models.fetch_llm import gguf_dir_for, local_dir_for
+from ecglm.models.gguf import resolve_gguf
 from ecglm.data.physionet import PROJECTS
 from ecglm.text.guidelines import DEFAULT_GUIDELINES
 from ecglm.text.translate.glossary import DEFAULT_GLOSSARY_DIR
@@ -61,18 +64,19 @@ def cpu_mem_mb(factor=1.0):
     return lambda wildcards, attempt: int(RESOURCES["mem_mb"] * factor * 2 ** (attempt - 1))
 
 
-def llm_weights_mb():
-    """Size (MB) of the base LLM's safetensors weights on disk; 0 while they are not there yet."""
-    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(LLM_DIR, "*.safetensors"))) / 1e6
+def llm_weights_mb(folder):
+    """Size (MB) of an LLM's safetensors weights on disk; 0 while they are not there yet."""
+    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(folder, "*.safetensors"))) / 1e6
 
 
 def llm_mem_mb(factor=1.0, processes=1):
-    """Memory of a job that loads the LLM: cpu_mem_mb(factor)'s plus twice the LLM's weights per process
-    (each loads the whole LLM into host memory before moving it to its GPU; in float32 on a CPU),
+    """Memory of a job that loads its variant's LLM: cpu_mem_mb(factor)'s plus twice the LLM's weights per
+    process (each loads the whole LLM into host memory before moving it to its GPU; in float32 on a CPU),
     doubled on each retry. Snakemake evaluates it again when the job is scheduled, after fetch-llm or
     build-demo-llm wrote the weights (a 7B model in 16 bits: ~13.5 GB on disk, so ~27 GB more)."""
     return lambda wildcards, attempt: int(
-        (RESOURCES["mem_mb"] * factor + 2 * processes * llm_weights_mb()) * 2 ** (attempt - 1)
+        (RESOURCES["mem_mb"] * factor + 2 * processes * llm_weights_mb(LLM_DIRS[VARIANT_LLMS[wildcards.variant]]))
+        * 2 ** (attempt - 1)
     )
 
 
@@ -99,7 +103,11 @@ BASELINES = EVALUATE["baselines"]
 # Variants that train their own aligned model (the others evaluate another variant's, or none).
 ALIGNED = [v for v, s in VARIANTS.items() if s["align_from"] is None and s["prompt"] != "text-only"]
 
-LLM = config["llm"]
+# Every LLM of the run by name (the llm section is "base"), and the one each variant uses.
+LLMS = run_llms(config)
+VARIANT_LLMS = {variant: variant_llm(config, variant) for variant in VARIANTS}
+USED_LLMS = sorted(set(VARIANT_LLMS.values()))
+DEMO_LLM = any(LLMS[name]["source"] == "demo" for name in USED_LLMS)
 
 
 def check_stage_settings():
@@ -112,7 +120,7 @@ def check_stage_settings():
 
     seed = {"seed": config["seed"]}
     checks = [(EncoderConfig, config["encoder"], "config key 'encoder'")]
-    if LLM["source"] == "demo":
+    if DEMO_LLM:
         checks.append((DemoLLMConfig, config["demo_llm"], "config key 'demo_llm'"))
     for variant in ALIGNED:
         merged = {**config["align"], **VARIANTS[variant]["align"]}
@@ -126,15 +134,51 @@ def check_stage_settings():
 
 
 check_stage_settings()
-if LLM["source"] == "demo":
-    LLM_DIR = f"{RESULTS}/llm"
-    LLM_INPUT = f"{RESULTS}/llm/config.json"
-elif os.path.isdir(LLM["name"]):
-    LLM_DIR = LLM["name"]  # a local save_pretrained folder: checked by fetch-llm, not copied
-    LLM_INPUT = f"{RESULTS}/llm-manifest.json"
-else:
-    LLM_DIR = str(local_dir_for(LLM["name"].removeprefix("hf:"), LLM["revision"]))
-    LLM_INPUT = f"{LLM_DIR}/ecglm-llm.json"
+
+
+def llm_folder(spec):
+    """Where an LLM's model folder is: the demo LLM in the run, a hub model or GGUF file under resources/llm/
+    (shared by runs), a local save_pretrained folder where it is (checked by fetch-llm, not copied)."""
+    if spec["source"] == "demo":
+        return f"{RESULTS}/llm"
+    if spec["source"] == "gguf":
+        found = resolve_gguf(spec["gguf_path"], spec["gguf_package"], spec["gguf_file"], spec["sha256"])
+        return str(gguf_dir_for(found.path.name, found.sha256))
+    if os.path.isdir(spec["name"]):
+        return spec["name"]
+    return str(local_dir_for(spec["name"].removeprefix("hf:"), spec["revision"]))
+
+
+def _llm_folders():
+    try:
+        return {name: llm_folder(LLMS[name]) for name in USED_LLMS}
+    except StageError as err:
+        raise WorkflowError(str(err)) from None
+
+
+LLM_DIRS = _llm_folders()
+# What a job that loads an LLM waits for: the demo LLM's config, or the manifest fetch-llm writes last.
+LLM_INPUTS = {
+    name: f"{RESULTS}/llm/config.json" if LLMS[name]["source"] == "demo" else f"{RESULTS}/llms/{name}.json"
+    for name in USED_LLMS
+}
+FETCHED_LLMS = [name for name in USED_LLMS if LLMS[name]["source"] != "demo"]
+
+
+def fetch_llm_args(name):
+    """`ecglm fetch-llm` options of the LLM ``name`` (a hub model, a local folder or a GGUF file)."""
+    spec, out = LLMS[name], LLM_DIRS[name]
+    if spec["source"] == "gguf":
+        args = [f"--gguf {shlex.quote(spec['gguf_path'])}"] if spec["gguf_path"] else [
+            f"--gguf-package {shlex.quote(spec['gguf_package'])}", f"--gguf-file {shlex.quote(spec['gguf_file'])}"
+        ]
+        args += [f"--sha256 {spec['sha256']}"] if spec["sha256"] else []
+        args += [f"--label {shlex.quote(spec['label'])}"] if spec["label"] else []
+        return " ".join(args + [f"--out {shlex.quote(out)}"])
+    args = [shlex.quote(spec["name"]), f"--out {shlex.quote(out)}"]
+    args += [f"--revision {shlex.quote(spec['revision'])}"] if spec["revision"] else []
+    args += ["--trust-remote-code"] if spec["trust_remote_code"] else []
+    return " ".join(args)
 
 
 def set_args(mapping):
@@ -222,8 +266,9 @@ def translate_args():
 def align_sets(wildcards):
     variant = VARIANTS[wildcards.variant]
     settings = {**config["align"], **variant["align"], "seed": config["seed"]}
-    settings["llm"] = LLM_DIR
-    settings["trust_remote_code"] = LLM["trust_remote_code"]
+    llm = VARIANT_LLMS[wildcards.variant]
+    settings["llm"] = LLM_DIRS[llm]
+    settings["trust_remote_code"] = LLMS[llm]["trust_remote_code"]
     settings["encoder_dir"] = f"{RESULTS}/encoder/pretrained" if variant["encoder_pretrain"] else None
     return set_args(settings)
 
@@ -234,7 +279,7 @@ def zero_shot_inputs(wildcards):
         "records": f"{RESULTS}/data/records.parquet",
         "signals": f"{RESULTS}/data/signals_{FS}.npy",
         "findings": f"{RESULTS}/text/findings.parquet",
-        "llm": LLM_INPUT,
+        "llm": LLM_INPUTS[VARIANT_LLMS[wildcards.variant]],
     }
     if variant["prompt"] != "text-only":
         inputs["model"] = aligned_model(wildcards.variant)
@@ -243,7 +288,10 @@ def zero_shot_inputs(wildcards):
 
 def zero_shot_args(wildcards, input):
     variant = VARIANTS[wildcards.variant]
-    args = [f"--prompt {variant['prompt']}", f"--control {variant['control']}", f"--llm {shlex.quote(LLM_DIR)}"]
+    llm = VARIANT_LLMS[wildcards.variant]
+    args = [f"--prompt {variant['prompt']}", f"--control {variant['control']}", f"--llm {shlex.quote(LLM_DIRS[llm])}"]
+    if variant["max_test_ecgs"]:
+        args.append(f"--max-test-ecgs {variant['max_test_ecgs']}")
     if "model" in input.keys():
         args.append(f"--align {shlex.quote(os.path.dirname(input.model))}")
     return " ".join(args)

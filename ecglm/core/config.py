@@ -101,7 +101,62 @@ def _check_consistency(config: dict, source: str) -> None:
             f"{source} is invalid:\n  config key 'data.fs': {data['fs']} Hz is not among "
             f"data.sampling_rates {data['sampling_rates']}"
         )
+    _check_llms(config, source)
     _check_variants(config["variants"], source)
+    _check_variant_llms(config, source)
+
+
+#: The name of the llm section among the run's LLMs (the llms section names the others).
+BASE_LLM = "base"
+
+
+def run_llms(config: dict) -> dict[str, dict]:
+    """Every LLM of the run by name: the llm section as :data:`BASE_LLM`, then the llms section."""
+    return {BASE_LLM: config["llm"], **config.get("llms", {})}
+
+
+def variant_llm(config: dict, variant: str) -> str:
+    """The name of the LLM ``variant`` uses: its own ``llm``, else that of its align_from variant, else base."""
+    settings = config["variants"][variant]
+    if settings.get("llm"):
+        return settings["llm"]
+    source = settings.get("align_from")
+    if source is not None and config["variants"][source].get("llm"):
+        return config["variants"][source]["llm"]
+    return BASE_LLM
+
+
+def _check_llms(config: dict, source: str) -> None:
+    where = f"{source} is invalid:\n  config key"
+    for name in config.get("llms", {}):
+        if name == BASE_LLM or not name.replace("-", "").replace("_", "").isalnum():
+            raise StageError(f"{where} 'llms.{name}': an LLM name is letters, digits, - and _, and not {BASE_LLM!r} (the llm section)")
+    demo = [name for name, spec in run_llms(config).items() if spec["source"] == "demo"]
+    if len(demo) > 1:
+        raise StageError(f"{where} 'llms': one demo LLM per run (results/{{run}}/llm/); {', '.join(demo)} are all source demo")
+    for name, spec in run_llms(config).items():
+        key = "llm" if name == BASE_LLM else f"llms.{name}"
+        if spec["source"] != "gguf":
+            continue
+        by_package = spec["gguf_package"] is not None or spec["gguf_file"] is not None
+        if by_package == (spec["gguf_path"] is not None):
+            raise StageError(f"{where} '{key}': source gguf names either gguf_path, or gguf_package and gguf_file")
+        if by_package and not (spec["gguf_package"] and spec["gguf_file"]):
+            raise StageError(f"{where} '{key}': source gguf by package needs both gguf_package and gguf_file")
+        if spec["gguf_path"] is not None and spec["sha256"] is None:
+            raise StageError(f"{where} '{key}.sha256': a gguf_path needs its SHA-256 pinned")
+
+
+def _check_variant_llms(config: dict, source: str) -> None:
+    names = run_llms(config)
+    for name, variant in config["variants"].items():
+        where = f"{source} is invalid:\n  config key 'variants.{name}.llm'"
+        if variant["llm"] is not None and (variant["llm"] not in names or variant["llm"] == BASE_LLM):
+            choices = ", ".join(k for k in names if k != BASE_LLM) or "none: the llms section is empty"
+            raise StageError(f"{where}: no LLM named {variant['llm']!r} in the llms section ({choices})")
+        origin = variant["align_from"]
+        if origin is not None and variant["llm"] is not None and variant["llm"] != variant_llm(config, origin):
+            raise StageError(f"{where}: {variant['llm']!r} differs from the LLM of align_from {origin!r}, whose model it evaluates")
 
 
 RESERVED_VARIANT_NAMES = ("majority", "supervised")  # the baselines' rows in the result tables

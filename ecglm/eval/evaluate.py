@@ -46,7 +46,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -55,6 +55,7 @@ import numpy as np
 from ecglm.core.atomic import write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS
+from ecglm.core.seeding import numpy_rng
 from ecglm.data.ecg_data import PATIENT_COLUMNS, read_records
 from ecglm.data.labels import single_class_index
 from ecglm.text.prompts import TASK_LABEL_COLUMNS, TASKS, task_classes, task_letters
@@ -93,6 +94,7 @@ class EvalSet:
     patients: list[dict[str, Any]]  # [M] records.parquet patient columns (PATIENT_COLUMNS present)
     n_multi_class: int  # ECGs of the split with two or more of the classes (left out)
     n_no_class: int  # ECGs of the split with none of the classes (left out)
+    n_single_class: int | None = None  # before subset_eval_set drew a subset of them; None = no subset
 
     def counts(self) -> dict[str, int]:
         """ECGs per class code, in option order (zeros included)."""
@@ -133,6 +135,31 @@ def load_eval_set(records: str | os.PathLike, task: str, split: str = "test") ->
         n_multi_class=n_multi,
         n_no_class=n_none,
     )
+
+
+def subset_eval_set(eval_set: EvalSet, max_ecgs: int, seed: int) -> EvalSet:
+    """At most ``max_ecgs`` ECGs of ``eval_set``, stratified by class and fixed by ``seed``.
+
+    The classes take turns (option order), each giving its next ECG of a seeded random order, until
+    ``max_ecgs`` are drawn or none is left: rare classes keep every ECG they have, up to an equal share.
+    The drawn ECGs keep the set's order. ``eval_set`` itself is returned when it is small enough.
+    """
+    if max_ecgs < 1:
+        raise StageError(f"--max-test-ecgs must be >= 1, got {max_ecgs}")
+    if len(eval_set) <= max_ecgs:
+        return eval_set
+    rng = numpy_rng(seed, "eval_subset")
+    queues = [list(rng.permutation(np.flatnonzero(eval_set.y == j))) for j in range(int(eval_set.y.max()) + 1)]
+    chosen: list[int] = []
+    while len(chosen) < max_ecgs:
+        for queue in queues:
+            if queue and len(chosen) < max_ecgs:
+                chosen.append(int(queue.pop(0)))
+    keep = np.sort(np.asarray(chosen, dtype=np.int64))
+    return replace(
+        eval_set, rows=eval_set.rows[keep], ecg_ids=eval_set.ecg_ids[keep], y=eval_set.y[keep],
+        patients=[eval_set.patients[i] for i in keep], n_single_class=len(eval_set),
+    )  # fmt: skip
 
 
 def load_findings(findings: str | os.PathLike, ecg_ids: Sequence[int]) -> list[tuple[str | None, dict[str, str | None]]]:
@@ -271,6 +298,9 @@ def result_record(
         "options": {letter: code for letter, code in zip(letters, classes)},
         "class_counts": eval_set.counts(),
         "n_left_out": {"several_classes": eval_set.n_multi_class, "no_class": eval_set.n_no_class},
+        "subset": None if eval_set.n_single_class is None else {
+            "rule": "class-stratified, seeded", "n": len(eval_set), "of": eval_set.n_single_class,
+        },
         **metrics,
         "predictions": {
             "ecg_id": [int(e) for e in eval_set.ecg_ids],
@@ -526,6 +556,19 @@ def _base_llm_of(align: Path) -> str:
         raise StageError(f"{path}: cannot read the aligned model's base LLM ({err}); pass --llm") from err
 
 
+def llm_label(llm_path: str) -> str:
+    """The name a person reads for an LLM: the ``name`` of its fetch manifest, else its folder's or Hub name."""
+    from ecglm.models.gguf import MANIFEST
+
+    manifest = Path(str(llm_path)).expanduser() / MANIFEST
+    if manifest.is_file():
+        try:
+            return str(json.loads(manifest.read_text(encoding="utf-8"))["name"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise StageError(f"{manifest}: not a readable LLM manifest ({err})") from err
+    return str(llm_path)
+
+
 def load_model(align: Path | None, llm_path: str | None, prompt: str, *, device: str = "auto", dtype: str = "auto"):
     """``(model, tokenizer, identity)`` for a prompt variant.
 
@@ -542,7 +585,9 @@ def load_model(align: Path | None, llm_path: str | None, prompt: str, *, device:
         llm_path = _base_llm_of(align)
     dev = resolve_device(device)
     llm, tokenizer = load_llm(llm_path, dtype=dtype, device=dev)
-    identity: dict[str, Any] = {"llm": llm_source(llm).to_dict(), "llm_class": type(llm).__name__}
+    identity: dict[str, Any] = {
+        "llm": llm_source(llm).to_dict(), "llm_class": type(llm).__name__, "llm_label": llm_label(llm_path),
+    }
     if prompt == "text-only":
         identity["align"] = None
         return TextOnlyLM(llm), tokenizer, identity
@@ -611,6 +656,7 @@ def evaluate_zero_shot(
     out: str | os.PathLike | None = None,
     progress: bool = True,
     model_bundle: tuple | None = None,
+    max_test_ecgs: int | None = None,
 ) -> dict[str, Any]:
     """Run one zero-shot evaluation and write its JSON (see the module docstring); return the document.
 
@@ -620,6 +666,11 @@ def evaluate_zero_shot(
     _check_options(mode, prompt, control, likelihood_score, batch_size, max_new_tokens)
     records = Path(records)
     eval_set = load_eval_set(records, task)
+    if max_test_ecgs is not None:
+        eval_set = subset_eval_set(eval_set, max_test_ecgs, seed)
+        if eval_set.n_single_class is not None:
+            log.info("%s: a class-stratified subset of %d of the %d test ECGs (--max-test-ecgs)",
+                     task, len(eval_set), eval_set.n_single_class)  # fmt: skip
     log.info("%s: %d test ECGs with exactly one class %s (%d with several, %d with none left out)",
              task, len(eval_set), eval_set.counts(), eval_set.n_multi_class, eval_set.n_no_class)  # fmt: skip
 
@@ -726,7 +777,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--likelihood-score", choices=LIKELIHOOD_SCORES, default="sum",
                    help="--mode likelihood: the class phrase's log-probability (sum over its tokens, the default) "
                         "or its mean per token")  # fmt: skip
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the shuffled control's permutation (default {DEFAULT_SEED})")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"seed of the shuffled control's permutation and of --max-test-ecgs's subset (default {DEFAULT_SEED})")
+    p.add_argument("--max-test-ecgs", type=int, default=None,
+                   help="evaluate a class-stratified subset of at most this many test ECGs (smoke-scale rows; default: all)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
                    help="LLM dtype: auto = bfloat16 on a capable GPU, float32 on CPU")  # fmt: skip
@@ -755,6 +809,7 @@ def run(args: argparse.Namespace) -> int:
             align=args.align, llm=args.llm, prompt=args.prompt, control=args.control, seed=args.seed,
             batch_size=args.batch_size, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
             likelihood_score=args.likelihood_score, device=args.device, dtype=args.dtype, out=out, progress=not args.no_progress, model_bundle=bundle,
+            max_test_ecgs=args.max_test_ecgs,
         )  # fmt: skip
     return 0
 

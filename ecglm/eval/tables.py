@@ -87,6 +87,10 @@ def collect(eval_dir: str | os.PathLike) -> dict[tuple[str, str], dict[str, dict
         seen[key] = path
         values: dict[str, Any] = {m: _number(doc.get(m), f"{path}: {m}") for m, _, _ in METRICS}
         values["n"] = int(doc["n"]) if isinstance(doc.get("n"), int) else None
+        subset = doc.get("subset")
+        values["of"] = int(subset["of"]) if isinstance(subset, dict) and isinstance(subset.get("of"), int) else None
+        model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+        values["llm"] = model.get("llm_label") or (model.get("llm") or {}).get("name_or_path") if model else None
         rows.setdefault((variant, mode), {})[task] = values
     return rows
 
@@ -103,21 +107,41 @@ def table_rows(collected: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any
     return rows
 
 
+def row_llm(tasks: Mapping[str, Mapping[str, Any]]) -> str:
+    """The LLM of a row (its evaluations name it); "-" for the baselines, which use none."""
+    names = sorted({str(v["llm"]) for v in tasks.values() if v.get("llm")})
+    return " / ".join(names) if names else "-"
+
+
+def row_ecgs(tasks: Mapping[str, Mapping[str, Any]]) -> str:
+    """Test ECGs per task of a row, "n of all" where an evaluation drew a smoke-scale subset."""
+    cells = []
+    for task in TASK_ORDER:
+        values = tasks.get(task, {})
+        n, of = values.get("n"), values.get("of")
+        cells.append(MISSING if n is None else (f"{n} of {of}" if of else str(n)))
+    return " / ".join(cells)
+
+
 def render_markdown(rows: list[tuple[str, str, dict]]) -> str:
-    """A GitHub markdown table: variant, mode, then per task the :data:`METRICS` columns (3 decimals)."""
-    header = ["variant", "mode"] + [f"{task} {label}" for task in TASK_ORDER for _, label, _ in METRICS]
+    """A GitHub markdown table: variant, mode, LLM, test ECGs, then per task the :data:`METRICS` columns."""
+    header = ["variant", "mode", "LLM", "test ECGs (" + " / ".join(TASK_ORDER) + ")"]
+    header += [f"{task} {label}" for task in TASK_ORDER for _, label, _ in METRICS]
     lines = [
         "# Zero-shot classification (the paper's Table 2)",
         "",
         "Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P / R / F1 = macro "
         "precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. "
-        f"{MISSING} = not reported or not defined.",
+        f"{MISSING} = not reported or not defined. \"n of m\": a smoke-scale row, scored on a class-stratified "
+        "subset of n of the m test ECGs (its figures are not comparable with the full rows').",
         "",
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|",
+        "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|",
     ]
     for variant, mode, tasks in rows:
-        cells = [variant, mode or "-"]
+        is_paper = variant == PAPER_LABEL
+        cells = [variant, mode or "-", "BioMedGPT-LM-7B" if is_paper else row_llm(tasks),
+                 "-" if is_paper else row_ecgs(tasks)]  # fmt: skip
         for task in TASK_ORDER:
             values = tasks.get(task, {})
             cells += [_fmt(values.get(m)) for m, _, _ in METRICS]
@@ -126,19 +150,22 @@ def render_markdown(rows: list[tuple[str, str, dict]]) -> str:
 
 
 def render_csv(rows: list[tuple[str, str, dict]]) -> str:
-    """CSV: variant, mode, then ``{task}_{metric}`` (3 decimals) and ``{task}_n``; empty cell = missing."""
-    header = ["variant", "mode"]
+    """CSV: variant, mode, llm, then ``{task}_{metric}`` (3 decimals), ``{task}_n`` and ``{task}_of`` (the
+    test ECGs a smoke-scale subset was drawn from); empty cell = missing."""
+    header = ["variant", "mode", "llm"]
     for task in TASK_ORDER:
-        header += [f"{task}_{suffix}" for _, _, suffix in METRICS] + [f"{task}_n"]
+        header += [f"{task}_{suffix}" for _, _, suffix in METRICS] + [f"{task}_n", f"{task}_of"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for variant, mode, tasks in rows:
-        cells = [variant, mode]
+        llm = "BioMedGPT-LM-7B" if variant == PAPER_LABEL else row_llm(tasks)
+        cells = [variant, mode, "" if llm == "-" else llm]
         for task in TASK_ORDER:
             values = tasks.get(task, {})
             cells += ["" if values.get(m) is None else f"{values[m]:.3f}" for m, _, _ in METRICS]
             cells.append("" if values.get("n") is None else str(values["n"]))
+            cells.append("" if values.get("of") is None else str(values["of"]))
         writer.writerow(cells)
     return buf.getvalue()
 

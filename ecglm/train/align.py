@@ -70,7 +70,9 @@ import numpy as np
 
 from ecglm.core.atomic import atomic_path, write_text_atomic
 from ecglm.core.errors import StageError
+from ecglm.core.seeding import numpy_rng
 from ecglm.core.stage_config import StageConfig
+from ecglm.train.ecg_effect import ecg_effect
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ RESUME_HISTORY = "history.json"
 RESUME_LATEST = "latest"
 RESUME_FORMAT = "ecglm-align-resume/1"
 #: Fields that may change between a run and its resumption (they do not change the trained weights).
-RESUME_FREE_FIELDS = ("num_workers", "checkpoint_every", "eval_every", "device")
+RESUME_FREE_FIELDS = ("num_workers", "checkpoint_every", "eval_every", "device", "ecg_check_samples", "max_val_samples")
 
 
 # ------------------------------------------------------------------------------------------- the config
@@ -126,6 +128,8 @@ class AlignConfig(StageConfig):
     amp: bool = True  # bf16 autocast on CUDA (no effect on CPU)
     grad_clip: float = 0.0  # clip the trainable parameters' gradient norm to this before each step (0 = off)
     deterministic: bool = True  # torch's deterministic algorithms (bit-exact resume; off = faster on GPUs)
+    ecg_check_samples: int = 256  # val samples scored with true vs shuffled ECGs after training (0 = no check)
+    max_val_samples: int = 0  # validation passes score a seeded subset of this many val samples (0 = all)
     seed: int = 1234
     num_workers: int = 0  # DataLoader worker processes per process (0 = read in the main process)
     device: str = "auto"  # auto (cuda if available), cpu, cuda (under torchrun: cuda:LOCAL_RANK)
@@ -145,6 +149,8 @@ class AlignConfig(StageConfig):
             ("num_ecg_tokens", self.num_ecg_tokens >= 1, ">= 1"),
             ("vocab_temperature", self.vocab_temperature > 0, "> 0"),
             ("max_length", self.max_length >= 2, ">= 2"),
+            ("ecg_check_samples", self.ecg_check_samples >= 0, ">= 0"),
+            ("max_val_samples", self.max_val_samples >= 0, ">= 0"),
             ("encoder_base_width", self.encoder_base_width >= 1, ">= 1"),
             ("encoder_dilation", self.encoder_dilation >= 1, ">= 1"),
             ("encoder_lr_scale", self.encoder_lr_scale > 0 and math.isfinite(self.encoder_lr_scale), "> 0"),
@@ -568,6 +574,13 @@ def set_train_mode(run: Run) -> None:
         _checkpoint_llm_layers(run.llm)
 
 
+def val_indices(n: int, max_samples: int, seed: int) -> list[int]:
+    """The val samples a validation pass scores: all, or a seeded subset of ``max_samples`` (sorted)."""
+    if not max_samples or n <= max_samples:
+        return list(range(n))
+    return sorted(int(i) for i in numpy_rng(seed, "val_subset").permutation(n)[:max_samples])
+
+
 def validation_loss(run: Run) -> float | None:
     """Token-mean loss over the val split (each process a strided share; summed over processes)."""
     import torch
@@ -578,7 +591,7 @@ def validation_loss(run: Run) -> float | None:
     if len(run.val_set) == 0:
         return None
     rank, world, bs = run.dist.rank, run.dist.world_size, run.cfg.batch_size
-    mine = list(range(rank, len(run.val_set), world))
+    mine = val_indices(len(run.val_set), run.cfg.max_val_samples, run.cfg.seed)[rank::world]
     batches = [mine[i : i + bs] for i in range(0, len(mine), bs)]
     loss_sum, n_tok = 0.0, 0.0
     run.model.eval()
@@ -702,7 +715,7 @@ def train_loop(run: Run, out_dir: Path, resume_dir: Path | None, progress: bool,
 
 
 def finish(run: Run, out_dir: Path, resume_dir: Path | None, llm_before: dict | None, seconds: float,
-           pairs_dir: Path, signals: Path) -> dict[str, Any]:
+           pairs_dir: Path, signals: Path, ecg_check: dict[str, Any] | None = None) -> dict[str, Any]:
     """Rank 0: check the LLM is unchanged, write OUT (module docstring), remove the resume folder."""
     import torch
 
@@ -721,6 +734,7 @@ def finish(run: Run, out_dir: Path, resume_dir: Path | None, llm_before: dict | 
         "world_size": run.dist.world_size,
         "n_train_samples": len(run.train_set),
         "n_val_samples": len(run.val_set),
+        "n_val_scored": len(val_indices(len(run.val_set), run.cfg.max_val_samples, run.cfg.seed)),
         "seconds": round(seconds, 3),
         "resumed": any(h.get("event") == "resumed" for h in run.history),
         "device": str(run.device),
@@ -728,6 +742,7 @@ def finish(run: Run, out_dir: Path, resume_dir: Path | None, llm_before: dict | 
         "pairs": str(pairs_dir),
         "signals": str(signals),
         "balanced_draws": run.draw_shares,  # per balanced task: each class's share of the training draws
+        "ecg_check": ecg_check,  # val loss with the true vs other records' ECGs (ecglm.train.ecg_effect)
     }
     run.model.save(out_dir)
     write_text_atomic(out_dir / CONFIG_FILE, run.cfg.to_yaml())
@@ -789,9 +804,13 @@ def align(
             out_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(h) + "\n" for h in run.history))
         train_loop(run, out_dir, resume_dir, progress and dist_info.is_main, on_step)
+        effect = None
+        if dist_info.is_main:  # does the ECG reach the LLM? (ecglm.train.ecg_effect)
+            effect = ecg_effect(run.model, run.val_set, run.loader_kw["collate_fn"], max_samples=cfg.ecg_check_samples,
+                                batch_size=cfg.batch_size, seed=cfg.seed, device=run.device, amp=cfg.amp)  # fmt: skip
     metrics = None
     if dist_info.is_main:
-        metrics = finish(run, out_dir, resume_dir, llm_before, time.time() - t_start, pairs_dir, signals)
+        metrics = finish(run, out_dir, resume_dir, llm_before, time.time() - t_start, pairs_dir, signals, effect)
     _barrier(dist_info)
     if dist_info.initialized_here:
         import torch.distributed as dist

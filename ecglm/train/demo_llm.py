@@ -73,6 +73,7 @@ from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS
 from ecglm.core.stage_config import StageConfig
 from ecglm.data.ecg_data import read_records
+from ecglm.models.gguf import MANIFEST as LLM_MANIFEST
 from ecglm.text.expand import load_inputs, missing_reasons
 from ecglm.text.prompts import (
     CLASS_PHRASES,
@@ -929,6 +930,9 @@ def write_llm_folder(folder: Path, model, tokenizer, config: DemoLLMConfig, stat
     tokenizer.save_pretrained(folder)
     write_text_atomic(folder / CONFIG_FILE, config.to_yaml())
     write_text_atomic(folder / "corpus_stats.json", json.dumps(stats, indent=2) + "\n")
+    n_params = sum(p.numel() for p in model.parameters())
+    manifest = {"name": f"tiny demo Llama ({n_params / 1e6:.1f}M parameters, built from this run's text)", "source": "demo"}
+    write_text_atomic(folder / LLM_MANIFEST, json.dumps(manifest, indent=2) + "\n")
     with atomic_path(folder / "skipped.csv") as path, open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["ecg_id", "reason"])
