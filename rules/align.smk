@@ -57,6 +57,7 @@ rule align_model:
     benchmark:
         f"{BENCHMARKS}/align_model/{{variant}}.tsv"
     threads: RESOURCES["align_threads"] or RESOURCES["threads"]
+    priority: 10  # alignments before the evaluations of already aligned variants (the longest path first)
     conda:
         ENV
     resources:

@@ -22,6 +22,7 @@ rule train_encoder:
     benchmark:
         f"{BENCHMARKS}/train_encoder.tsv"
     threads: RESOURCES["threads"]
+    priority: 20  # every alignment waits for it
     conda:
         ENV
     resources:

@@ -19,6 +19,7 @@ if DEMO_LLM:
         benchmark:
             f"{BENCHMARKS}/build_demo_llm.tsv"
         threads: RESOURCES["threads"]
+        priority: 20  # the head of the longest path (LLM, alignment, evaluation): started first, not last
         conda:
             ENV
         resources:
@@ -47,6 +48,7 @@ if FETCHED_LLMS:
         benchmark:
             f"{BENCHMARKS}/fetch_llm/{{llm}}.tsv"
         threads: 1
+        priority: 30  # needs no input: made first, so that the real LLM's alignment never waits for it
         conda:
             ENV
         resources:

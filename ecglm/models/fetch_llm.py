@@ -65,7 +65,9 @@ def fetch_llm(name: str, out: Path, revision: str | None = None, trust_remote_co
             raise StageError(f"{name}@{revision or 'main'}: cannot fetch from the Hugging Face Hub: "
                              f"{_hub_hint(err, name)}{err}") from err
         files = check_model_dir(Path(path))
-        result = {"name": name, "revision": revision, "path": str(Path(path).resolve()), "files": files}
+        result = {"name": name, "source": "pretrained", "revision": revision, "path": str(Path(path).resolve()),
+                  "files": files}  # fmt: skip
+        write_text_atomic(Path(path) / MANIFEST, json.dumps(result, indent=2) + "\n")  # the name tables show
     if manifest is not None:
         write_text_atomic(manifest, json.dumps(result, indent=2) + "\n")
     log.info("%s: %d files at %s", name, len(result["files"]), result["path"])
