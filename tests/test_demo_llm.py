@@ -345,9 +345,9 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
         DemoLLMConfig.load(path)
     with pytest.raises(StageError, match="unknown key.*hidden_sise"):
         DemoLLMConfig.load(None, ["hidden_sise=64"])
-    with pytest.raises(StageError, match="hidden_size: expected an integer"):
+    with pytest.raises(StageError, match="hidden_size = 'big': input should be a valid integer"):
         DemoLLMConfig.load(None, ["hidden_size=big"])
-    with pytest.raises(StageError, match="check_strict: expected true or false"):
+    with pytest.raises(StageError, match="check_strict = 1: value error, expected true or false"):
         DemoLLMConfig.load(None, ["check_strict=1"])
     with pytest.raises(StageError, match="multiple of num_heads"):
         DemoLLMConfig.load(None, ["hidden_size=30", "num_heads=4"])

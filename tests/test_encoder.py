@@ -256,10 +256,10 @@ def test_config_from_yaml_rejects_unknown_keys(tmp_path: Path) -> None:
     assert cfg.epochs == 3 and cfg.lr == pytest.approx(1e-3) and isinstance(cfg.lr, float)
     assert cfg.batch_size == 64 and cfg.classes == list(SUPERCLASSES)  # untouched keys keep their defaults
     path.write_text("epochs: three\n")
-    with pytest.raises(StageError, match="epochs: expected an integer, got 'three'"):
+    with pytest.raises(StageError, match="epochs = 'three': input should be a valid integer"):
         EncoderConfig.from_yaml(path)
     path.write_text("lead_dropout: 1.5\n")
-    with pytest.raises(StageError, match="lead_dropout must be in"):
+    with pytest.raises(StageError, match="lead_dropout = 1.5: input should be less than or equal to 1"):
         EncoderConfig.from_yaml(path)
 
 
@@ -274,12 +274,15 @@ def test_set_overrides_are_typed() -> None:
     assert cfg.lead_dropout_k == [2, 5] and cfg.classes == ["NORM", "MI"] and cfg.device == "cpu"
     assert cfg.with_overrides(["max_train_records=null"]).max_train_records is None
     for bad, message in [
-        ("epochs=2.5", "epochs: expected an integer"),
-        ("amp=maybe", "amp: expected true or false"),
-        ("lr=fast", "lr: expected a number"),
+        ("epochs=2.5", "epochs = 2.5: input should be a valid integer"),
+        ("epochs=true", "epochs = True: value error, expected a number"),
+        ("amp=maybe", "amp = 'maybe': value error, expected true or false"),
+        ("lr=fast", "lr = 'fast': input should be a valid number"),
+        ("lead_dropout_k=[1, 2, 3]", "lead_dropout_k = .*at most 2 items"),
+        ("classes=[NORM, NORM]", "classes = .*distinct"),
         ("lr", "expected KEY=VALUE"),
         ("width=3", "unknown key 'width'"),
-        ("device=tpu", "device must be"),
+        ("device=tpu", "device = 'tpu': string should match pattern"),
     ]:
         with pytest.raises(StageError, match=message):
             EncoderConfig().with_overrides([bad])
@@ -350,7 +353,7 @@ def test_load_encoder_rebuilds_the_saved_dilation(trained, tmp_path: Path) -> No
     model, cfg = load_encoder(tmp_path)
     assert cfg.dilation == 4 and model.dilation == 4
     assert model.stages[3][1].conv2.dilation == (4,) and model.stages[1][1].conv2.dilation == (1,)
-    with pytest.raises(StageError, match="dilation must be >= 1"):
+    with pytest.raises(StageError, match="dilation = 0: input should be greater than or equal to 1"):
         EncoderConfig().with_overrides(["dilation=0"])
 
 

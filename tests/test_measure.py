@@ -442,7 +442,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
             "--out", str(tmp_path / "f.parquet"), "--no-progress"]  # fmt: skip
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert "row-aligned" in err and "records.parquet" in err
+    assert "same `ecglm prepare` run" in err and "records.parquet" in err
     assert not (tmp_path / "f.parquet").exists()
     assert main(["measure", "--source", str(tmp_path), "--out", str(tmp_path / "x.csv")]) == 1
     assert "ptbxl_database.csv" in capsys.readouterr().err

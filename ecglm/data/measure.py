@@ -32,7 +32,7 @@ from ecglm.core.atomic import atomic_path
 from ecglm.core.errors import StageError
 from ecglm.core.leads import N_LEADS
 from ecglm.data.delineate import FEATURE_COLUMNS, DelineationError, measure_record
-from ecglm.data.ecg_data import check_rate, read_records
+from ecglm.data.ecg_data import check_rate, check_store, open_signals, read_records
 from ecglm.data.physionet import record_path
 
 __all__ = [
@@ -289,19 +289,12 @@ def measure_array(
     """Measure ``signals_{fs}.npy`` (int16 [N, 12, T] uV) row-aligned with ``records.parquet``'s ecg_id."""
     import polars as pl
 
-    try:
-        signals = np.load(signals_path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise StageError(f"{signals_path}: cannot be opened as a .npy array ({err})") from None
-    if signals.ndim != 3 or signals.shape[1] != N_LEADS:
-        raise StageError(f"{signals_path}: expected an array [N, {N_LEADS}, T], got shape {signals.shape}")
+    signals = open_signals(signals_path, fs)
+    ids = read_records(records_path, ["ecg_id"], patients=False)["ecg_id"].cast(pl.Int64).to_list()
+    check_store(records_path, len(ids), signals_path)
     fs = check_rate(signals_path, signals.shape[2], fs, records_path)
     if fs is None:
         raise StageError(f"{signals_path}: give --fs (the name does not say the rate, as signals_<fs>.npy would)")
-    ids = read_records(records_path, ["ecg_id"], patients=False)["ecg_id"].cast(pl.Int64).to_list()
-    if len(ids) != signals.shape[0]:
-        raise StageError(f"{records_path} has {len(ids)} rows but {signals_path} holds {signals.shape[0]} records: "
-                         "they must be row-aligned (written by the same `ecglm prepare`)")  # fmt: skip
     rows, reasons = measure_signals_with_reasons(signals, fs, workers=workers, progress=progress)
     write_measurements(ids, rows, reasons, out)
 

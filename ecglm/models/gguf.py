@@ -183,9 +183,10 @@ def _convert(source: GGUFSource, tmp: Path) -> str:
         settings.pop(key, None)
     config = AutoConfig.for_model(**settings)
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    result = plain.load_state_dict(loaded.state_dict(), strict=True)
-    if result.missing_keys or result.unexpected_keys:  # strict=True raises first; kept for clarity
-        raise StageError(f"{source.path}: state dict mismatch {result}")
+    try:
+        plain.load_state_dict(loaded.state_dict(), strict=True)
+    except RuntimeError as err:  # missing or unexpected keys, or a shape that differs from the config's
+        raise StageError(f"{source.path}: the dequantized weights do not fit {type(plain).__name__} ({err})") from err
     plain.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     return type(plain).__name__

@@ -38,6 +38,7 @@ from torch import nn
 from ecglm.core.atomic import atomic_path, write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.leads import N_LEADS
+from ecglm.models import PROJECTORS
 from ecglm.models.llm import LLMSource
 from ecglm.models.llm import llm_source as recorded_llm_source
 from ecglm.models.tokenize_pairs import IGNORE_INDEX, collate, encode_sample
@@ -45,7 +46,6 @@ from ecglm.text.prompts import ECG_TOKEN
 
 log = logging.getLogger(__name__)
 
-PROJECTORS = ("linear", "vocab")
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT = "ecglm-multimodal/1"

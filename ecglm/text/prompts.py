@@ -88,6 +88,9 @@ TASKS: dict[str, list[tuple[str, str, str]]] = {
 TASK_LABEL_COLUMNS: dict[str, str] = {"diagnostic": "diagnostic_superclass", "rhythm": "rhythm", "form": "form"}
 
 
+#: The task names, in order (the config's choices of a task).
+TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+
 def distinct_tasks(tasks: Sequence[str]) -> bool:
     """Whether ``tasks`` names tasks of :data:`TASKS`, none twice (the config checks of task lists)."""
     return all(t in TASKS for t in tasks) and len(set(tasks)) == len(tasks)

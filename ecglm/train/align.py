@@ -59,19 +59,21 @@ import math
 import os
 import pickle
 import random
-import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Literal
 
 import numpy as np
 
 from ecglm.core.atomic import atomic_path, write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.seeding import numpy_rng
-from ecglm.core.stage_config import StageConfig
+from ecglm.core.stage_config import DETERMINISTIC_DOC, DEVICE_PATTERN, StageConfig, setting
+from ecglm.models import PROJECTORS
+from ecglm.models.llm import DTYPES
+from ecglm.text.prompts import TASK_NAMES
 from ecglm.train.ecg_effect import ecg_effect
 
 log = logging.getLogger(__name__)
@@ -96,83 +98,77 @@ class AlignConfig(StageConfig):
     """Alignment settings. Defaults are the paper's where it gives them (commented "paper"), else ours."""
 
     LABEL: ClassVar[str] = "align config"
+    SECTION_DESCRIPTION: ClassVar[str] = """Alignment of encoder + projector with the frozen LLM (ecglm align); llm and
+        encoder_dir are set by the rules. Defaults are the paper's where it gives them."""
 
-    llm: str | None = None  # base LLM: a local folder (save_pretrained layout) or a HF Hub id (required)
-    llm_revision: str | None = None  # Hub revision to pin (a commit hash for a reproducible run)
-    trust_remote_code: bool = False  # never execute a checkpoint's own Python unless asked
-    dtype: str = "auto"  # LLM dtype: auto (bf16 on a bf16 GPU, else float32), bfloat16, float32
-    projector: str = "linear"  # paper: linear; or vocab (a softmax blend of the frozen word embeddings)
-    num_ecg_tokens: int = 1  # paper: the ECG is one token
-    vocab_temperature: float = 1.0  # softmax temperature of the vocab projector
-    vocab_hard: bool = False  # vocab projector: one real word per ECG token (straight-through Gumbel-softmax)
-    max_length: int = 1024  # tokens per sample (longer texts are truncated after the <ecg> token)
-    encoder_dir: str | None = None  # train-encoder output folder; null = random init (ablation)
-    encoder_base_width: int = 64  # ResNet-18 width when encoder_dir is null
-    encoder_dilation: int = 1  # ResNet-18 dilation (ecglm.models.encoder) when encoder_dir is null
-    freeze_encoder: bool = False  # train the projector only (encoder fixed, BatchNorm in eval mode)
-    encoder_lr_scale: float = 1.0  # the encoder's peak lr is lr x this (the projector's is lr); paper: one lr
-    balance_tasks: list[str] = dataclasses.field(default_factory=list)  # tasks whose classes balance the
-    # training draws (ecglm.train.sample_balance; needs --records); [] = every sample once per epoch (the paper)
-    balance_power: float = 1.0  # 1: each class drawn equally often; 0: the data's frequencies
-    epochs: int = 20  # paper
-    warmup_epochs: float = 4.0  # paper: 4 warm-up epochs (linear), then cosine decay to 0
-    lr: float = 1e-4  # paper (peak)
-    weight_decay: float = 0.03  # paper
-    batch_size: int = 12  # paper: samples per micro-batch per process
-    grad_accum: int = 8  # paper: micro-batches per optimizer step per process
-    max_steps: int | None = None  # cap on optimizer steps (smoke runs); the schedule spans the capped run
-    eval_every: int = 0  # optimizer steps between validation passes; 0 = at the end of every epoch
-    checkpoint_every: int = 200  # optimizer steps between resume checkpoints (0 = none)
-    gradient_checkpointing: bool = False  # recompute the LLM's layer activations in backward (memory; not the
-    # encoder: it is small, and recomputing it would update its BatchNorm statistics twice per step)
-    amp: bool = True  # bf16 autocast on CUDA (no effect on CPU)
-    grad_clip: float = 0.0  # clip the trainable parameters' gradient norm to this before each step (0 = off)
-    deterministic: bool = True  # torch's deterministic algorithms (bit-exact resume; off = faster on GPUs)
-    ecg_check_samples: int = 256  # val samples scored with true vs shuffled ECGs after training (0 = no check)
-    max_val_samples: int = 0  # validation passes score a seeded subset of this many val samples (0 = all)
-    seed: int = 1234
-    num_workers: int = 0  # DataLoader worker processes per process (0 = read in the main process)
-    device: str = "auto"  # auto (cuda if available), cpu, cuda (under torchrun: cuda:LOCAL_RANK)
-
-    def __post_init__(self) -> None:
-        self.validate()
+    llm: str | None = setting(None, """The base LLM: a local folder (save_pretrained layout) or a Hub id (hf:NAME);
+        required.""", by_rule=True)
+    llm_revision: str | None = setting(None, "The Hub revision to pin (a commit hash for a reproducible run).",
+                                       by_rule=True)
+    trust_remote_code: bool = setting(False, "Run a checkpoint's own Python code (never, unless asked).",
+                                      by_rule=True)
+    dtype: Literal[DTYPES] = setting("auto", """LLM dtype: auto (bf16 on a bf16-capable GPU, else float32),
+        bfloat16 or float32.""")
+    projector: Literal[PROJECTORS] = setting("linear", """How the ECG embedding becomes the LLM's <ecg> token:
+        linear (the paper's) or vocab (a softmax blend of the frozen word embeddings).""")
+    num_ecg_tokens: int = setting(1, "Embeddings the ECG becomes (paper: 1).", ge=1)
+    vocab_temperature: float = setting(1.0, "Softmax temperature of the vocab projector.", gt=0)
+    vocab_hard: bool = setting(False, """Vocab projector: each ECG token is one real word (the argmax, Gumbel noise
+        in training) with the softmax's gradient (straight-through Gumbel-softmax), instead of a blend of words.""")
+    max_length: int = setting(1024, "Tokens per sample (longer texts are truncated after the <ecg> token).", ge=8)
+    encoder_dir: str | None = setting(None, "The train-encoder output folder; null = random weights (an ablation).",
+                                      by_rule=True)
+    encoder_base_width: int = setting(64, """ResNet-18 width of a randomly initialised encoder (the no-pretraining
+        variant).""", ge=1)
+    encoder_dilation: int = setting(1, """ResNet-18 dilation (encoder.dilation) of a randomly initialised encoder
+        (the no-pretraining variant).""", ge=1)
+    freeze_encoder: bool = setting(False, "Train the projector only (encoder fixed, BatchNorm in eval mode).")
+    encoder_lr_scale: float = setting(1.0, """The encoder's peak learning rate as a multiple of lr (the projector's
+        is lr). The paper uses one lr (1). Above 1 the encoder learns faster from the reports what its diagnostic
+        pretraining never needed (sinus arrhythmia), and forgets more of its diagnostic features (README,
+        align).""", gt=0, allow_inf_nan=False)
+    balance_tasks: list[Literal[TASK_NAMES]] = setting([], """Tasks whose classes balance the training draws
+        (ecglm/train/sample_balance.py). Each epoch draws as many samples as there are, with replacement, from an
+        equal mixture of each task's class-balanced distribution (a sample's class is its ECG's one class of the
+        task, else "other"). [] visits every sample once per epoch, as the paper does.""", unique=True)
+    balance_power: float = setting(1.0, """How far balance_tasks balances. 1 draws every class equally often; 0
+        keeps the data's frequencies (a class of m samples gets a share proportional to m ** (1 - power)).""",
+                                   ge=0, le=1)
+    epochs: int = setting(20, "Alignment epochs (paper: 20).", ge=1)
+    warmup_epochs: float = setting(4.0, "Linear warm-up epochs before the cosine decay (paper: 4; at most epochs).",
+                                   ge=0)
+    lr: float = setting(1e-4, "Peak learning rate (paper: 1e-4).", gt=0, allow_inf_nan=False)
+    weight_decay: float = setting(0.03, "AdamW weight decay (paper: 0.03).", ge=0)
+    batch_size: int = setting(12, "Samples per micro-batch per process (paper: 12).", ge=1)
+    grad_accum: int = setting(8, """Micro-batches per optimizer step per process (paper: 8); global batch =
+        batch_size x grad_accum x GPUs.""", ge=1)
+    max_steps: int | None = setting(None, """Cap on optimizer steps for smoke runs (null = none); the schedule spans
+        the capped run.""", ge=1)
+    eval_every: int = setting(0, "Optimizer steps between validation passes (0 = at the end of every epoch).", ge=0)
+    checkpoint_every: int = setting(200, """Optimizer steps between resume checkpoints in results/{run}/.resume/
+        (0 = none).""", ge=0)
+    gradient_checkpointing: bool = setting(False, """Recompute the LLM's layer activations in the backward pass
+        (saves GPU memory; not the encoder's: it is small, and recomputing it would update its BatchNorm
+        statistics twice per step).""")
+    amp: bool = setting(True, "bf16 autocast on CUDA (no effect on the CPU).")
+    grad_clip: float = setting(0.0, """Clip the norm of the trainable parameters' gradients to this before each
+        optimizer step (ours; 0 = off, the default, so no figure changes unless you ask).""", ge=0,
+                               allow_inf_nan=False)
+    deterministic: bool = setting(True, DETERMINISTIC_DOC)
+    ecg_check_samples: int = setting(256, """After training, score this many validation samples (seeded) with their
+        own ECGs and with other records' ECGs, and write the loss difference with a bootstrap interval that
+        resamples records to metrics.json (ecg_check): does the ECG reach the LLM? 0 = no check.""", ge=0)
+    max_val_samples: int = setting(0, """Validation passes score a seeded subset of this many val samples (0 = all):
+        the val loss of a smoke-scale run of a large LLM in minutes.""", ge=0)
+    seed: int = setting(1234, "Random seed (the rules pass the top-level seed).", by_rule=True, ge=0)
+    num_workers: int = setting(0, "DataLoader worker processes per process (0 = read in the main process).", ge=0)
+    device: str = setting("auto", "auto (CUDA if available), cpu or cuda (under torchrun: cuda:LOCAL_RANK).",
+                          pattern=DEVICE_PATTERN)
 
     def validate(self) -> None:
-        """Raise StageError naming the first field whose value is out of range."""
-        from ecglm.models.llm import DTYPES
-        from ecglm.models.multimodal import PROJECTORS
-        from ecglm.text.prompts import TASKS, distinct_tasks
-
-        checks: list[tuple[str, bool, str]] = [
-            ("dtype", self.dtype in DTYPES, f"one of {DTYPES}"),
-            ("projector", self.projector in PROJECTORS, f"one of {PROJECTORS}"),
-            ("num_ecg_tokens", self.num_ecg_tokens >= 1, ">= 1"),
-            ("vocab_temperature", self.vocab_temperature > 0, "> 0"),
-            ("max_length", self.max_length >= 2, ">= 2"),
-            ("ecg_check_samples", self.ecg_check_samples >= 0, ">= 0"),
-            ("max_val_samples", self.max_val_samples >= 0, ">= 0"),
-            ("encoder_base_width", self.encoder_base_width >= 1, ">= 1"),
-            ("encoder_dilation", self.encoder_dilation >= 1, ">= 1"),
-            ("encoder_lr_scale", self.encoder_lr_scale > 0 and math.isfinite(self.encoder_lr_scale), "> 0"),
-            ("balance_tasks", distinct_tasks(self.balance_tasks), f"distinct tasks of {sorted(TASKS)}"),
-            ("balance_power", 0 <= self.balance_power <= 1, "in [0, 1]"),
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "in [0, epochs]"),
-            ("lr", self.lr > 0 and math.isfinite(self.lr), "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("grad_accum", self.grad_accum >= 1, ">= 1"),
-            ("max_steps", self.max_steps is None or self.max_steps >= 1, "null or >= 1"),
-            ("eval_every", self.eval_every >= 0, ">= 0"),
-            ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"),
-            ("grad_clip", self.grad_clip >= 0 and math.isfinite(self.grad_clip), ">= 0 (0 = off)"),
-            ("num_workers", self.num_workers >= 0, ">= 0"),
-            ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "'auto', 'cpu', 'cuda' or 'cuda:N'"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise StageError(f"align config: {name} must be {expected}, got {getattr(self, name)!r}")
-
+        if self.warmup_epochs > self.epochs:
+            raise StageError(f"align config: warmup_epochs must be in [0, epochs], got {self.warmup_epochs!r} "
+                             f"with epochs {self.epochs}")
 
 
 # ------------------------------------------------------------------------------------- pure helpers
@@ -860,7 +856,6 @@ def _load_trainable(model: Any, tensors: dict[str, Any], folder: Path) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    fields = ", ".join(f.name for f in dataclasses.fields(AlignConfig))
     p = subparsers.add_parser(
         "align",
         help="train the ECG encoder + projector against the frozen LLM (alignment)",
@@ -888,22 +883,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume-dir", type=Path, default=None,
                    help="folder for resume checkpoints, OUTSIDE --out (e.g. results/{run}/.resume/align/{variant}); "
                         "a rerun resumes from it; removed after a successful end (default: no checkpoints)")  # fmt: skip
-    p.add_argument("--config", type=Path, help="YAML mapping of align settings (unknown keys are an error)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override one setting after --config, typed by its field (repeatable). Keys: {fields}")  # fmt: skip
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice); CPU results are bit-identical per thread count")  # fmt: skip
+    AlignConfig.add_options(p, threads=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = AlignConfig.from_yaml(args.config) if args.config else AlignConfig()
-    cfg = cfg.with_overrides(args.overrides)
-    if args.threads is not None and args.threads < 1:
-        raise StageError(f"--threads must be >= 1, got {args.threads}")
     align(
-        cfg, args.pairs, args.signals, args.out, args.resume_dir,
+        AlignConfig.from_args(args), args.pairs, args.signals, args.out, args.resume_dir,
         progress=not args.no_progress, threads=args.threads, records=args.records,
     )  # fmt: skip
     return 0

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -62,16 +61,16 @@ import shutil
 import time
 from collections import Counter
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 
 from ecglm.core.atomic import atomic_path, swap_in_folder, write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS
-from ecglm.core.stage_config import StageConfig
+from ecglm.core.stage_config import StageConfig, setting
 from ecglm.data.ecg_data import read_records
 from ecglm.models.gguf import MANIFEST as LLM_MANIFEST
 from ecglm.text.expand import load_inputs, missing_reasons
@@ -80,11 +79,11 @@ from ecglm.text.prompts import (
     ECG_SENTENCE,
     ECG_TOKEN,
     TASK_LABEL_COLUMNS,
+    TASK_NAMES,
     TASKS,
     Patient,
     answer_text,
     clean_phrase,
-    distinct_tasks,
     general_description,
     likelihood_text,
     training_text,
@@ -131,91 +130,54 @@ class DemoLLMConfig(StageConfig):
     """
 
     LABEL: ClassVar[str] = "demo LLM config"
+    SECTION_DESCRIPTION: ClassVar[str] = "The demo world's tiny LLM (ecglm build-demo-llm), used when llm.source is demo."
 
-    seed: int = 1234
-    #: Question items per class of each task; 0 = the mean class count of the task in the training split.
-    mcq_per_class: int = 0
-    #: Which question variants the corpus holds, assigned in turn to a class's items.
-    mcq_variants: list[str] = field(default_factory=lambda: list(MCQ_VARIANTS))
-    #: The tasks whose class key word may stand alone in the slot of an ECG's ``key_training`` document
-    #: (one task per ECG, drawn among those of which it has exactly one class; [] = no such documents).
-    key_training_tasks: list[str] = field(default_factory=lambda: ["rhythm", "diagnostic"])
-    #: What the slot of a ``key_training`` document and of a ``key`` question holds: ``one``, one key word
-    #: (of a task drawn per ECG among ``key_training_tasks``; of a question, the asked task's); ``all``, the
-    #: key words of every task of ``key_training_tasks`` the ECG has exactly one class of, in that order
-    #: (what ``align.num_ecg_tokens`` equal to their number can say, one word per token).
-    key_slot: str = "one"
-    #: BPE vocabulary size, special tokens and the 256 byte symbols included.
-    vocab_size: int = 2048
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 512
-    #: Passes over the corpus (fractions allowed); ``max_steps`` > 0 stops earlier.
-    epochs: float = 3.0
-    max_steps: int = 0
-    batch_size: int = 16
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 30
-    grad_clip: float = 1.0
-    #: Loss weight of a question's answer letter (every other token weighs 1): the letter is one token of ~150
-    #: in a question. On the demo world 5 learnt the answers in fewer steps than 1 (unweighted) and than 20
-    #: (whose noisy letter gradients made the answers swing between letters).
-    answer_loss_weight: float = 5.0
-    #: Torch CPU threads for training and the check.
-    threads: int = 2
-    #: The check after training: this task's questions on validation ECGs, findings in the slot.
-    check_task: str = "rhythm"
-    check_min_balanced_accuracy: float = 0.9
-    #: True: a failed check stops the stage (StageError); False: a warning, recorded in metrics.json.
-    check_strict: bool = False
-    #: At most this many validation questions per class for each task's evaluation (0 = all).
-    eval_max_per_class: int = 200
+    seed: int = setting(1234, "Random seed (the rules pass the top-level seed).", by_rule=True, ge=0)
+    mcq_per_class: int = setting(0, """Question items per class of each task; 0 = the mean class count of the task
+        in the training split.""", ge=0)
+    mcq_variants: list[Literal[MCQ_VARIANTS]] = setting(list(MCQ_VARIANTS), """Which question variants the corpus
+        holds, assigned in turn to a class's items: the findings in the ECG slot, in the slot and the findings
+        list, in the findings list only, or the slot holding only the answer's class phrase.""", unique=True)
+    key_training_tasks: list[Literal[TASK_NAMES]] = setting(["rhythm", "diagnostic"], """The tasks whose class key
+        word may stand alone in the slot of an ECG's key_training document (the training template with one word
+        where the ECG token will stand; one task drawn per ECG among those of which it has exactly one class).
+        [] = no such documents.""", unique=True)
+    key_slot: Literal[KEY_SLOTS] = setting("one", """What the slot of a key_training document and of a key question
+        holds. one: one key word (of a task drawn per ECG among key_training_tasks; of a question, the asked
+        task's). all: the key words of every task of key_training_tasks the ECG has exactly one class of, in that
+        order ("bradycardia infarction"), what align.num_ecg_tokens equal to their number can say, one word per
+        token.""")
+    vocab_size: int = setting(2048, "BPE vocabulary size, special tokens and the 256 byte symbols included.",
+                              ge=256 + len(SPECIAL_TOKENS) + len(LETTERS))
+    hidden_size: int = setting(128, "Hidden size of the tiny Llama (a multiple of num_heads).", ge=1)
+    num_layers: int = setting(4, "Decoder layers.", ge=1)
+    num_heads: int = setting(4, "Attention heads.", ge=1)
+    intermediate_size: int = setting(512, "MLP width.", ge=1)
+    epochs: float = setting(3.0, "Passes over the corpus (fractions allowed); max_steps > 0 stops earlier.", gt=0)
+    max_steps: int = setting(0, "Stop after this many optimizer steps (0 = run all epochs).", ge=0)
+    batch_size: int = setting(16, "Sequences per optimizer step.", ge=1)
+    learning_rate: float = setting(3e-3, "Peak learning rate (AdamW, cosine schedule).", gt=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", ge=0)
+    warmup_steps: int = setting(30, "Linear warm-up steps.", ge=0)
+    grad_clip: float = setting(1.0, "Gradient-norm clip.", ge=0)
+    answer_loss_weight: float = setting(5.0, """Loss weight of a question's answer letter (every other token weighs
+        1): the letter is one token of ~150 in a question. On the demo world 5 learnt the answers in fewer steps
+        than 1 (unweighted) and than 20 (whose noisy letter gradients made the answers swing between
+        letters).""", ge=0)
+    threads: int = setting(2, "Torch CPU threads for training and the check.", ge=1)
+    check_task: Literal[TASK_NAMES] = setting("rhythm", """The check after training: this task's questions on
+        validation ECGs, findings in the slot.""")
+    check_min_balanced_accuracy: float = setting(0.9, "The balanced accuracy the check after training expects.",
+                                                 ge=0, le=1)
+    check_strict: bool = setting(False, """true: a failed check stops the stage (StageError); false: a warning,
+        recorded in metrics.json.""")
+    eval_max_per_class: int = setting(200, """At most this many validation questions per class for each task's
+        evaluation (0 = all).""", ge=0)
 
-    def __post_init__(self) -> None:
-        problems = self._size_problems() + self._choice_problems()
-        if problems:
-            raise StageError("invalid demo LLM config: " + "; ".join(problems))
-
-    def _size_problems(self) -> list[str]:
-        """The numeric settings out of range."""
-        problems = []
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "batch_size",
-                     "threads"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("mcq_per_class", "max_steps", "warmup_steps", "eval_max_per_class", "seed"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.hidden_size % max(self.num_heads, 1):
-            problems.append(f"hidden_size {self.hidden_size} must be a multiple of num_heads {self.num_heads}")
-        if self.vocab_size < 256 + len(SPECIAL_TOKENS) + 5:
-            problems.append(f"vocab_size must be >= {256 + len(SPECIAL_TOKENS) + 5} (256 bytes, the special tokens "
-                            f"and the option letters), got {self.vocab_size}")
-        if not self.epochs > 0:
-            problems.append(f"epochs must be > 0, got {self.epochs}")
-        if not self.learning_rate > 0:
-            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.answer_loss_weight < 0:
-            problems.append("weight_decay, grad_clip and answer_loss_weight must be >= 0")
-        if not 0 <= self.check_min_balanced_accuracy <= 1:
-            problems.append(f"check_min_balanced_accuracy must be in 0..1, got {self.check_min_balanced_accuracy}")
-        return problems
-
-    def _choice_problems(self) -> list[str]:
-        """The settings that name something unknown."""
-        problems = []
-        unknown = [v for v in self.mcq_variants if v not in MCQ_VARIANTS]
-        if unknown or len(set(self.mcq_variants)) != len(self.mcq_variants):
-            problems.append(f"mcq_variants must be distinct values of {list(MCQ_VARIANTS)}, got {list(self.mcq_variants)}")
-        if not distinct_tasks(self.key_training_tasks):
-            problems.append(f"key_training_tasks must be distinct tasks of {sorted(TASKS)}, got {list(self.key_training_tasks)}")
-        if self.key_slot not in KEY_SLOTS:
-            problems.append(f"key_slot must be one of {list(KEY_SLOTS)}, got {self.key_slot!r}")
-        if self.check_task not in TASKS:
-            problems.append(f"check_task must be one of {sorted(TASKS)}, got {self.check_task!r}")
-        return problems
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise StageError(f"invalid demo LLM config: hidden_size {self.hidden_size} must be a multiple of "
+                             f"num_heads {self.num_heads}")
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> "DemoLLMConfig":
@@ -1007,7 +969,7 @@ def _fmt(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = DemoLLMConfig.load(args.config, args.set or ())
+    config = DemoLLMConfig.from_args(args)
     build_demo_llm(args.records, args.reports, args.findings, args.out, config,
                    skip_missing=args.skip_missing, progress=not args.no_progress)
     return 0
@@ -1015,7 +977,6 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add the ``build-demo-llm`` subcommand."""
-    fields = ", ".join(f.name for f in dataclasses.fields(DemoLLMConfig))
     p = subparsers.add_parser(
         "build-demo-llm",
         help="demo world: train the tiny text-only causal LM (BPE tokenizer + Llama) that stands in for the LLM",
@@ -1034,10 +995,7 @@ def register(subparsers) -> None:
     p.add_argument("--reports", required=True, type=Path, help="reports_en.parquet written by `ecglm translate`")
     p.add_argument("--findings", required=True, type=Path, help="findings.parquet written by `ecglm describe`")
     p.add_argument("--out", required=True, type=Path, help="output folder, e.g. results/{run}/llm (replaced as a whole)")
-    p.add_argument("--config", type=Path, default=None,
-                   help=f"YAML mapping of demo LLM settings; unknown keys are rejected. Keys: {fields}")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override one setting (YAML value), e.g. --set epochs=2 --set hidden_size=96; repeatable")
+    DemoLLMConfig.add_options(p)
     p.add_argument("--skip-missing", action="store_true",
                    help="leave out training/validation ECGs without a report or findings and list them in "
                         "OUT/skipped.csv (default: stop with their ecg_ids)")

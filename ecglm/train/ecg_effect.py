@@ -18,6 +18,7 @@ import numpy as np
 
 from ecglm.core.seeding import numpy_rng
 from ecglm.core.stats import group_bootstrap_mean
+from ecglm.models.tokenize_pairs import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def sample_losses(model: Any, batch: dict[str, Any], signal: Any, lead_mask: Any
     out = model(batch["input_ids"], batch["attention_mask"], signal, lead_mask)
     logits = out.logits[:, :-1].float()  # [B, L-1, V]
     target = batch["labels"][:, 1:].to(logits.device)  # [B, L-1]
-    keep = target != -100  # [B, L-1]
+    keep = target != IGNORE_INDEX  # [B, L-1]
     logp = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [B, L-1]
     total = -(logp * keep).sum(dim=1)  # [B]
     n = keep.sum(dim=1).clamp(min=1)  # [B]

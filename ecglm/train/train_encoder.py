@@ -26,22 +26,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 
 from ecglm.core.atomic import atomic_path, write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS, N_LEADS
-from ecglm.core.stage_config import StageConfig
+from ecglm.core.stage_config import DETERMINISTIC_DOC, DEVICE_PATTERN, StageConfig, setting
 from ecglm.data.ecg_data import check_store, multi_hot, read_records
 from ecglm.data.labels import SUPERCLASSES
 from ecglm.train.runtime import autocast, resolve_device, torch_threads
@@ -76,57 +74,46 @@ class EncoderConfig(StageConfig):
     """
 
     LABEL: ClassVar[str] = "encoder config"
+    SECTION_DESCRIPTION: ClassVar[str] = """The ResNet-18 1D encoder pretraining (ecglm train-encoder); the seed is
+        the top-level one. Defaults are the paper's where it gives them."""
 
-    epochs: int = 20  # paper
-    lr: float = 1e-2  # paper (peak learning rate)
-    batch_size: int = 64  # paper
-    weight_decay: float = 1e-2  # ours (AdamW's usual default; the paper gives none)
-    optimizer: str = "adamw"  # paper: AdamW (the only choice)
-    lr_schedule: str = "cosine"  # ours: cosine decay to 0 over all steps, or constant
-    lead_dropout: float = 0.5  # ours: probability that a training sample loses leads
-    lead_dropout_k: list[int] = field(default_factory=lambda: [1, 11])  # ours: k range (inclusive) of leads dropped
-    base_width: int = 64  # ResNet-18's width (embedding = 8 x base_width = 512)
-    dilation: int = 1  # ours: of stages 3-4's second convs (1 = the standard ResNet-18; ecglm.models.encoder)
-    seed: int = 1234
-    num_workers: int = 0  # DataLoader worker processes (0 = read in the main process)
-    device: str = "auto"  # auto (cuda if available), cpu, cuda
-    amp: bool = True  # bf16 autocast on CUDA (no effect on CPU)
-    grad_clip: float = 0.0  # ours: clip the gradient norm to this before each step (0 = off)
-    deterministic: bool = True  # torch's deterministic algorithms (bit-identical reruns; off = faster GPU kernels)
-    max_train_records: int | None = None  # a seeded random subset of the training ECGs (smoke runs)
-    label_column: str = "diagnostic_superclass"  # the records.parquet label-list column
-    classes: list[str] = field(default_factory=lambda: list(SUPERCLASSES))  # head outputs, in order
-    drop_unlabeled: bool = True  # ours, as the PTB-XL benchmark: leave out ECGs with none of the classes
-
-    def __post_init__(self) -> None:
-        self.validate()
+    epochs: int = setting(20, "Training epochs (paper: 20).", ge=1)
+    lr: float = setting(1e-2, "Peak learning rate (paper: 1e-2).", gt=0, allow_inf_nan=False)
+    batch_size: int = setting(64, "ECGs per batch (paper: 64).", ge=1)
+    weight_decay: float = setting(1e-2, "AdamW weight decay (ours; the paper gives none).", ge=0)
+    optimizer: Literal["adamw"] = setting("adamw", "Optimizer; AdamW as in the paper (the only choice).")
+    lr_schedule: Literal["cosine", "constant"] = setting(
+        "cosine", "Learning-rate schedule (ours): cosine decay to 0 over all steps, or constant.")
+    lead_dropout: float = setting(0.5, """Probability that a training ECG loses leads (random lead dropout, so the
+        encoder works on subsets; ours).""", ge=0, le=1)
+    lead_dropout_k: list[int] = setting([1, 11], """Range [lo, hi] (inclusive) of how many leads a dropped-out
+        training ECG loses (ours).""", min_length=2, max_length=2)
+    base_width: int = setting(64, "ResNet-18's base width (64 = the standard ResNet-18; embedding = 8 x base_width).",
+                              ge=1)
+    dilation: int = setting(1, """Dilation of the second convolution of every block in stages 3 and 4 (ours; 1 = the
+        standard ResNet-18, whose last layer sees 4.35 s at 100 Hz). 4 widens it to the whole 10 s record at 100 Hz
+        at the same parameters and cost, so that rhythms defined over a breath (sinus arrhythmia) can be seen.""",
+                            ge=1)
+    seed: int = setting(1234, "Random seed (the rules pass the top-level seed).", by_rule=True, ge=0)
+    num_workers: int = setting(0, "DataLoader worker processes (0 = read in the main process).", ge=0)
+    device: str = setting("auto", "auto (CUDA if available), cpu or cuda.", pattern=DEVICE_PATTERN)
+    amp: bool = setting(True, "bf16 autocast on CUDA (no effect on the CPU).")
+    grad_clip: float = setting(0.0, """Clip the norm of the trainable parameters' gradients to this before each
+        optimizer step (ours; 0 = off, the default, so no figure changes unless you ask).""", ge=0,
+                               allow_inf_nan=False)
+    deterministic: bool = setting(True, DETERMINISTIC_DOC)
+    max_train_records: int | None = setting(
+        None, "A seeded random subset of the training ECGs, for smoke runs (null = all).", ge=1)
+    label_column: str = setting("diagnostic_superclass", """The records.parquet label-list column the encoder is
+        pretrained on (the diagnostic superclasses).""")
+    classes: list[str] = setting(list(SUPERCLASSES), "The classes of the head, in order.", min_length=1, unique=True)
+    drop_unlabeled: bool = setting(True, "Leave out ECGs with none of the classes, as the PTB-XL benchmark does.")
 
     def validate(self) -> None:
-        """Raise StageError naming the first field whose value is out of range."""
-        checks: list[tuple[str, bool, str]] = [
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("lr", self.lr > 0 and math.isfinite(self.lr), "> 0"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("optimizer", self.optimizer == "adamw", "'adamw'"),
-            ("lr_schedule", self.lr_schedule in ("cosine", "constant"), "'cosine' or 'constant'"),
-            ("lead_dropout", 0.0 <= self.lead_dropout <= 1.0, "in [0, 1]"),
-            (
-                "lead_dropout_k",
-                len(self.lead_dropout_k) == 2 and 0 <= self.lead_dropout_k[0] <= self.lead_dropout_k[1] <= N_LEADS - 1,
-                f"[lo, hi] with 0 <= lo <= hi <= {N_LEADS - 1}",
-            ),
-            ("base_width", self.base_width >= 1, ">= 1"),
-            ("dilation", self.dilation >= 1, ">= 1"),
-            ("num_workers", self.num_workers >= 0, ">= 0"),
-            ("grad_clip", self.grad_clip >= 0 and math.isfinite(self.grad_clip), ">= 0 (0 = off)"),
-            ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "'auto', 'cpu', 'cuda' or 'cuda:N'"),
-            ("max_train_records", self.max_train_records is None or self.max_train_records >= 1, "null or >= 1"),
-            ("classes", len(self.classes) >= 1 and len(set(self.classes)) == len(self.classes), "non-empty, unique"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise StageError(f"encoder config: {name} must be {expected}, got {getattr(self, name)!r}")
+        lo, hi = self.lead_dropout_k
+        if not 0 <= lo <= hi <= N_LEADS - 1:
+            raise StageError(f"encoder config: lead_dropout_k must be [lo, hi] with 0 <= lo <= hi <= {N_LEADS - 1}, "
+                             f"got {self.lead_dropout_k!r}")
 
     # -- reading and writing
 
@@ -463,7 +450,6 @@ def load_encoder(directory: str | os.PathLike, device: str = "cpu") -> tuple[Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    fields = ", ".join(f.name for f in dataclasses.fields(EncoderConfig))
     p = subparsers.add_parser(
         "train-encoder",
         help="pretrain the ResNet-18 1D ECG encoder on diagnostic superclasses (multi-label)",
@@ -479,19 +465,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--signals", required=True, type=Path,
                    help="signals_{fs}.npy written by `ecglm prepare` (int16 [N, 12, T], row-aligned with --records)")  # fmt: skip
     p.add_argument("--out", required=True, type=Path, help="output folder for model.safetensors, config.yaml, metrics.json")
-    p.add_argument("--config", type=Path, help="YAML mapping of encoder settings (unknown keys are an error)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override one setting after --config, typed by its field (repeatable). Keys: {fields}")  # fmt: skip
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's own choice); results are bit-identical per thread count")  # fmt: skip
+    EncoderConfig.add_options(p, threads=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = EncoderConfig.from_yaml(args.config) if args.config else EncoderConfig()
-    cfg = cfg.with_overrides(args.overrides)
-    if args.threads is not None and args.threads < 1:
-        raise StageError(f"--threads must be >= 1, got {args.threads}")
-    train_encoder(cfg, args.records, args.signals, args.out, progress=not args.no_progress, threads=args.threads)
+    train_encoder(EncoderConfig.from_args(args), args.records, args.signals, args.out, progress=not args.no_progress, threads=args.threads)
     return 0
