@@ -56,3 +56,18 @@ def test_the_test_subset_is_class_stratified_and_seeded(tmp_path):
     again = subset_eval_set(full, 5, seed=3)
     assert again.ecg_ids.tolist() == sub.ecg_ids.tolist()
     assert subset_eval_set(full, len(full) + 1, seed=3) is full
+
+
+def test_any_statistic_of_the_drawn_rows_gets_the_same_draws_as_the_mean():
+    from ecglm.core.stats import group_bootstrap
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=60)
+    groups = np.repeat(np.arange(15), 4)
+    boot = group_bootstrap(lambda rows: values[rows].mean(), groups, seed=9, reps=500)
+    mean = group_bootstrap_mean(values, groups, seed=9, reps=500)
+    assert (boot["low"], boot["high"]) == pytest.approx((mean["low"], mean["high"]))
+    assert boot["groups"] == 15 and boot["undefined"] == 0
+    # a statistic undefined on most draws gives no interval, and says how often it was undefined
+    rare = group_bootstrap(lambda rows: 1.0 if 0 in rows and 1 in rows else None, np.arange(30), seed=9, reps=200)
+    assert rare["low"] is None and rare["high"] is None and rare["undefined"] > 100

@@ -30,6 +30,7 @@ from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS
 from ecglm.eval.baselines import evaluate_baseline, majority_class, training_class_counts
 from ecglm.eval.evaluate import (
+    INTERVAL_METRICS,
     TextOnlyLM,
     classification_metrics,
     evaluate_zero_shot,
@@ -38,6 +39,7 @@ from ecglm.eval.evaluate import (
     predictions_from_generations,
     shuffle_permutation,
     single_class_index,
+    table_metric,
     task_letters,
 )
 from ecglm.models.encoder import ResNet1d18
@@ -183,6 +185,39 @@ def test_metrics_equal_scikit_learn():
     assert m["confusion_matrix"][0] == [2, 1, 0, 0, 0]  # rows true, columns predicted
     assert m["predicted_options"] == {"A": 3, "B": 3, "C": 3, "D": 1, "E": 2}
     assert m["confusion_order"] == ["A", "B", "C", "D", "E"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_bootstrap_metrics_equal_the_reported_ones_on_all_rows(seed):
+    """The numpy metrics the bootstrap recomputes on each draw are scikit-learn's (unanswered rows included)."""
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 5, size=40)
+    y_pred = np.where(rng.random(40) < 0.6, y_true, rng.integers(-1, 5, size=40))
+    probs = rng.dirichlet(np.ones(5), size=40)
+    probs[:8] = 0.2  # ties
+    drawn = rng.integers(0, 40, size=40)  # a bootstrap draw: rows repeated and left out
+    for rows in (np.arange(40), drawn):
+        m = classification_metrics(y_true[rows], y_pred[rows], probs[rows], "diagnostic")
+        for name in INTERVAL_METRICS:
+            assert table_metric(name, y_true, y_pred, probs, 5)(rows) == pytest.approx(m[name]), name
+
+
+def test_intervals_resample_patients_and_bracket_the_estimates(tmp_path):
+    paths = write_store(tmp_path)
+    records = pl.read_parquet(paths["records"])
+    records.with_columns(patient_id=pl.Series([i // 2 for i in range(records.height)], dtype=pl.Float64)).write_parquet(
+        paths["records"])
+    doc = evaluate_baseline("majority", paths["records"], "diagnostic")
+    intervals = doc["intervals"]
+    assert intervals["resampled"] == "patient_id" and intervals["reps"] == 1000 and intervals["level"] == 0.95
+    assert intervals["groups"] == len({i // 2 for i in TEST_SINGLE_DIAGNOSTIC})
+    for name in ("accuracy", "balanced_accuracy", "f1"):
+        low, high = intervals["metrics"][name]
+        assert low <= doc[name] <= high and low < high, name
+    assert evaluate_baseline("majority", paths["records"], "diagnostic")["intervals"] == intervals  # seeded
+    # without patient_id the ECGs are the unit, said so
+    assert evaluate_baseline("majority", write_store(tmp_path / "plain")["records"], "diagnostic")["intervals"][
+        "resampled"] == "ecg_id"
 
 
 def test_collapse_onto_one_letter_is_visible_and_absent_class_gives_null_auc():

@@ -15,20 +15,34 @@ from ecglm.eval.tables import PAPER_LABEL, collect, write_tables
 GOLDEN_MD = """\
 # Zero-shot classification (the paper's Table 2)
 
-Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P / R / F1 = macro precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. n/a = not reported or not defined. "n of m": a smoke-scale row, scored on a class-stratified subset of n of the m test ECGs (its figures are not comparable with the full rows').
+Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P / R / F1 = macro precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. Each figure is followed by its 95% percentile bootstrap interval (1,000 draws of the test patients with replacement, a patient's ECGs drawn together); two rows whose intervals overlap are not shown to differ. The paper reports no intervals. n/a = not reported or not defined. "n of m": a smoke-scale row, scored on a class-stratified subset of n of the m test ECGs (its figures are not comparable with the full rows').
 
-| variant | mode | LLM | test ECGs (diagnostic / rhythm / form) | diagnostic acc | diagnostic P | diagnostic R | diagnostic F1 | diagnostic bal. acc | diagnostic AUC | rhythm acc | rhythm P | rhythm R | rhythm F1 | rhythm bal. acc | rhythm AUC | form acc | form P | form R | form F1 | form bal. acc | form AUC |
-|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-| paper (real PTB-XL, BioMedGPT-LM-7B) | - | BioMedGPT-LM-7B | - | 0.693 | 0.652 | 0.642 | 0.647 | n/a | n/a | 0.670 | 0.509 | 0.540 | 0.524 | n/a | n/a | 0.698 | 0.573 | 0.568 | 0.570 | n/a | n/a |
-| full | mcq | SmolLM2-135M-Instruct, Q4_1, dequantized | 10 of 40 / n/a / n/a | 0.500 | 0.412 | 0.400 | 0.400 | 0.400 | 0.667 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |
-| majority | majority | - | n/a / 7 / n/a | n/a | n/a | n/a | n/a | n/a | n/a | 0.571 | 0.114 | 0.200 | 0.145 | 0.200 | n/a | n/a | n/a | n/a | n/a | n/a | n/a |
+## diagnostic
+
+| variant | mode | LLM | test ECGs | acc | P | R | F1 | bal. acc | AUC |
+|---|---|---|---|---:|---:|---:|---:|---:|---:|
+| paper (real PTB-XL, BioMedGPT-LM-7B) | - | BioMedGPT-LM-7B | - | 0.693 | 0.652 | 0.642 | 0.647 | n/a | n/a |
+| full | mcq | SmolLM2-135M-Instruct, Q4_1, dequantized | 10 of 40 | 0.500 [0.200, 0.800] | 0.412 [0.167, 0.700] | 0.400 [0.150, 0.750] | 0.400 [0.133, 0.714] | 0.400 [0.150, 0.750] | 0.667 [0.350, 0.950] |
+
+## rhythm
+
+| variant | mode | LLM | test ECGs | acc | P | R | F1 | bal. acc | AUC |
+|---|---|---|---|---:|---:|---:|---:|---:|---:|
+| paper (real PTB-XL, BioMedGPT-LM-7B) | - | BioMedGPT-LM-7B | - | 0.670 | 0.509 | 0.540 | 0.524 | n/a | n/a |
+| majority | majority | - | 7 | 0.571 [0.286, 0.857] | 0.114 [0.057, 0.171] | 0.200 [0.200, 0.200] | 0.145 [0.089, 0.185] | 0.200 [0.200, 0.200] | n/a |
+
+## form
+
+| variant | mode | LLM | test ECGs | acc | P | R | F1 | bal. acc | AUC |
+|---|---|---|---|---:|---:|---:|---:|---:|---:|
+| paper (real PTB-XL, BioMedGPT-LM-7B) | - | BioMedGPT-LM-7B | - | 0.698 | 0.573 | 0.568 | 0.570 | n/a | n/a |
 """
 
 GOLDEN_CSV = """\
-variant,mode,llm,diagnostic_acc,diagnostic_precision,diagnostic_recall,diagnostic_f1,diagnostic_balanced_acc,diagnostic_macro_auc,diagnostic_n,diagnostic_of,rhythm_acc,rhythm_precision,rhythm_recall,rhythm_f1,rhythm_balanced_acc,rhythm_macro_auc,rhythm_n,rhythm_of,form_acc,form_precision,form_recall,form_f1,form_balanced_acc,form_macro_auc,form_n,form_of
-"paper (real PTB-XL, BioMedGPT-LM-7B)",,BioMedGPT-LM-7B,0.693,0.652,0.642,0.647,,,,,0.670,0.509,0.540,0.524,,,,,0.698,0.573,0.568,0.570,,,,
-full,mcq,"SmolLM2-135M-Instruct, Q4_1, dequantized",0.500,0.412,0.400,0.400,0.400,0.667,10,40,,,,,,,,,,,,,,,,
-majority,majority,,,,,,,,,,0.571,0.114,0.200,0.145,0.200,,7,,,,,,,,,
+variant,mode,llm,diagnostic_acc,diagnostic_acc_low,diagnostic_acc_high,diagnostic_precision,diagnostic_precision_low,diagnostic_precision_high,diagnostic_recall,diagnostic_recall_low,diagnostic_recall_high,diagnostic_f1,diagnostic_f1_low,diagnostic_f1_high,diagnostic_balanced_acc,diagnostic_balanced_acc_low,diagnostic_balanced_acc_high,diagnostic_macro_auc,diagnostic_macro_auc_low,diagnostic_macro_auc_high,diagnostic_n,diagnostic_of,rhythm_acc,rhythm_acc_low,rhythm_acc_high,rhythm_precision,rhythm_precision_low,rhythm_precision_high,rhythm_recall,rhythm_recall_low,rhythm_recall_high,rhythm_f1,rhythm_f1_low,rhythm_f1_high,rhythm_balanced_acc,rhythm_balanced_acc_low,rhythm_balanced_acc_high,rhythm_macro_auc,rhythm_macro_auc_low,rhythm_macro_auc_high,rhythm_n,rhythm_of,form_acc,form_acc_low,form_acc_high,form_precision,form_precision_low,form_precision_high,form_recall,form_recall_low,form_recall_high,form_f1,form_f1_low,form_f1_high,form_balanced_acc,form_balanced_acc_low,form_balanced_acc_high,form_macro_auc,form_macro_auc_low,form_macro_auc_high,form_n,form_of
+"paper (real PTB-XL, BioMedGPT-LM-7B)",,BioMedGPT-LM-7B,0.693,,,0.652,,,0.642,,,0.647,,,,,,,,,,,0.670,,,0.509,,,0.540,,,0.524,,,,,,,,,,,0.698,,,0.573,,,0.568,,,0.570,,,,,,,,,,
+full,mcq,"SmolLM2-135M-Instruct, Q4_1, dequantized",0.500,0.200,0.800,0.412,0.167,0.700,0.400,0.150,0.750,0.400,0.133,0.714,0.400,0.150,0.750,0.667,0.350,0.950,10,40,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,
+majority,majority,,,,,,,,,,,,,,,,,,,,,,0.571,0.286,0.857,0.114,0.057,0.171,0.200,0.200,0.200,0.145,0.089,0.185,0.200,0.200,0.200,,,,7,,,,,,,,,,,,,,,,,,,,,
 """
 
 
@@ -44,11 +58,15 @@ def eval_dir(tmp_path) -> Path:
     _write(root / "majority" / "rhythm-majority.json", {
         "task": "rhythm", "mode": "majority", "n": 7, "accuracy": 0.5714, "precision": 0.1143, "recall": 0.2,
         "f1": 0.1455, "balanced_accuracy": 0.2, "macro_auc": None,
+        "intervals": {"metrics": {"accuracy": [0.2857, 0.8571], "precision": [0.0571, 0.1714], "recall": [0.2, 0.2],
+                                  "f1": [0.0889, 0.1846], "balanced_accuracy": [0.2, 0.2], "macro_auc": None}},
     })  # fmt: skip
     _write(root / "full" / "diagnostic-mcq.json", {
         "task": "diagnostic", "mode": "mcq", "n": 10, "accuracy": 0.5, "precision": 0.41234, "recall": 0.4,
         "f1": 0.39951, "balanced_accuracy": 0.4, "macro_auc": 0.6666, "subset": {"n": 10, "of": 40},
         "model": {"llm": {"name_or_path": "resources/llm/gguf/x"}, "llm_label": "SmolLM2-135M-Instruct, Q4_1, dequantized"},
+        "intervals": {"metrics": {"accuracy": [0.2, 0.8], "precision": [0.1667, 0.7], "recall": [0.15, 0.75],
+                                  "f1": [0.1333, 0.7143], "balanced_accuracy": [0.15, 0.75], "macro_auc": [0.35, 0.95]}},
     })  # fmt: skip
     return root
 
@@ -65,11 +83,17 @@ def test_every_number_is_finite_with_three_decimals(tmp_path, eval_dir):
     md, _ = write_tables(eval_dir, tmp_path / "t")
     rows = [line for line in md.read_text().splitlines() if line.startswith("| ") and not line.startswith("| variant")]
     assert rows[0].startswith(f"| {PAPER_LABEL} |")
-    numbers = [cell.strip() for row in rows for cell in row.strip("|").split("|")[4:]]
-    values = [float(c) for c in numbers if c != "n/a"]
-    assert len(values) == 12 + 6 + 5  # paper 12, full 6, majority 5 (AUC null)
-    assert all(math.isfinite(v) for v in values)
-    assert all(len(c.split(".")[1]) == 3 for c in numbers if c != "n/a")
+    cells = [cell.strip() for row in rows for cell in row.strip("|").split("|")[4:]]
+    figures = [c for c in cells if c != "n/a"]
+    assert len(figures) == 12 + 6 + 5  # paper 12, full 6, majority 5 (AUC null)
+    for cell in figures:
+        value, _, interval = cell.partition(" ")
+        numbers = [value] + ([] if not interval else interval.strip("[]").split(", "))
+        assert all(math.isfinite(float(n)) and len(n.split(".")[1]) == 3 for n in numbers), cell
+        if interval:  # every figure but the paper's has its interval, and the figure lies in it
+            low, high = float(numbers[1]), float(numbers[2])
+            assert low <= float(value) <= high, cell
+    assert sum(" [" in c for c in figures) == 6 + 5
 
 
 def test_output_is_deterministic_and_cli_writes_both_files(tmp_path, eval_dir):
@@ -85,7 +109,16 @@ def test_bad_inputs_name_the_file(tmp_path, eval_dir):
     with pytest.raises(StageError, match=r"other/diagnostic-mcq.json: accuracy"):
         collect(eval_dir)
     _write(eval_dir / "other" / "diagnostic-mcq.json", {"task": "diagnostic", "mode": "mcq", "accuracy": 0.2})
-    _write(eval_dir / "other" / "copy.json", {"task": "diagnostic", "mode": "mcq", "accuracy": 0.3})
+    with pytest.raises(StageError, match=r"other/diagnostic-mcq.json: no bootstrap intervals"):
+        collect(eval_dir)
+    intervals = {"metrics": {"accuracy": [0.1, 0.3]}}
+    _write(eval_dir / "other" / "diagnostic-mcq.json", {"task": "diagnostic", "mode": "mcq", "accuracy": 0.2,
+                                                        "intervals": {"metrics": {"accuracy": [0.1]}}})
+    with pytest.raises(StageError, match=r"other/diagnostic-mcq.json: intervals.metrics.accuracy must be \[low, high\]"):
+        collect(eval_dir)
+    _write(eval_dir / "other" / "diagnostic-mcq.json", {"task": "diagnostic", "mode": "mcq", "accuracy": 0.2,
+                                                        "intervals": intervals})
+    _write(eval_dir / "other" / "copy.json", {"task": "diagnostic", "mode": "mcq", "accuracy": 0.3, "intervals": intervals})
     with pytest.raises(StageError, match="both hold variant other, mode mcq, task diagnostic"):
         collect(eval_dir)
     with pytest.raises(StageError, match="no evaluation JSON"):
@@ -109,6 +142,13 @@ def test_real_evaluation_json_is_read(tmp_path):
     paths = write_store(tmp_path / "store")
     doc = evaluate_baseline("majority", paths["records"], "form", out=tmp_path / "eval" / "majority" / "form-majority.json")
     md, csv_path = write_tables(tmp_path / "eval", tmp_path / "classification")
-    line = [row for row in csv_path.read_text().splitlines() if row.startswith("majority,")][0].split(",")
-    assert line[-8:-1] == [f"{doc['accuracy']:.3f}", f"{doc['precision']:.3f}", f"{doc['recall']:.3f}",
-                         f"{doc['f1']:.3f}", f"{doc['balanced_accuracy']:.3f}", f"{doc['macro_auc']:.3f}", str(doc["n"])]  # fmt: skip
+    import csv
+
+    row = [r for r in csv.DictReader(csv_path.read_text().splitlines()) if r["variant"] == "majority"][0]
+    for key, suffix in [("accuracy", "acc"), ("precision", "precision"), ("recall", "recall"), ("f1", "f1"),
+                        ("balanced_accuracy", "balanced_acc"), ("macro_auc", "macro_auc")]:
+        assert row[f"form_{suffix}"] == f"{doc[key]:.3f}"
+        pair = doc["intervals"]["metrics"][key]  # None: the metric is undefined in most draws (a class missing)
+        expected = ("", "") if pair is None else (f"{pair[0]:.3f}", f"{pair[1]:.3f}")
+        assert (row[f"form_{suffix}_low"], row[f"form_{suffix}_high"]) == expected, key
+    assert row["form_n"] == str(doc["n"])

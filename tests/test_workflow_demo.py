@@ -81,6 +81,9 @@ def test_the_result_table_has_every_variant_with_finite_numbers(demo_run):
     measured = rows.filter(~pl.col("variant").str.starts_with("paper"))
     numbers = [v for c in measured.columns if c.endswith(("_acc", "_f1")) for v in measured[c].to_list()]
     assert numbers and all(v is not None and math.isfinite(float(v)) for v in numbers)
+    for column in (c for c in measured.columns if c.endswith(("_acc", "_f1"))):  # each with its patient interval
+        for value, low, high in zip(measured[column], measured[f"{column}_low"], measured[f"{column}_high"]):
+            assert low <= value <= high, column
 
 
 def test_smollm2_is_fetched_once_aligned_checked_and_labelled_as_a_smoke_row(demo_run):

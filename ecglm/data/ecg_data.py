@@ -241,18 +241,25 @@ class EcgDataset:
 PATIENT_COLUMNS = ("age", "age_over_89", "sex", "height", "weight")
 
 
+def read_records_schema(records: Path) -> dict:
+    """The column names and types of records.parquet, or a StageError naming the file."""
+    import polars as pl
+
+    try:
+        return dict(pl.read_parquet_schema(records))
+    except FileNotFoundError:
+        raise StageError(f"{records}: records table not found (run `ecglm prepare` first)") from None
+    except Exception as err:  # polars raises several types for a corrupt file
+        raise StageError(f"{records}: not a readable Parquet table ({err})") from err
+
+
 def read_records(records: Path, columns: Sequence[str], *, patients: bool = True):
     """The ``columns`` of records.parquet (plus, with ``patients``, the patient columns it holds), or a
     StageError naming the file when it is missing, unreadable or lacks a column. The one reader of the
     records table for the stages after ``prepare``."""
     import polars as pl
 
-    try:
-        schema = pl.read_parquet_schema(records)
-    except FileNotFoundError:
-        raise StageError(f"{records}: records table not found (run `ecglm prepare` first)") from None
-    except Exception as err:  # polars raises several types for a corrupt file
-        raise StageError(f"{records}: not a readable Parquet table ({err})") from err
+    schema = read_records_schema(records)
     missing = [c for c in columns if c not in schema]
     if missing:
         raise StageError(f"{records}: missing column(s) {', '.join(missing)} (written by `ecglm prepare`)")

@@ -56,7 +56,8 @@ from ecglm.core.atomic import write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS
 from ecglm.core.seeding import numpy_rng
-from ecglm.data.ecg_data import PATIENT_COLUMNS, read_records
+from ecglm.core.stats import group_bootstrap
+from ecglm.data.ecg_data import PATIENT_COLUMNS, read_records, read_records_schema
 from ecglm.data.labels import single_class_index
 from ecglm.text.prompts import TASK_LABEL_COLUMNS, TASKS, task_classes, task_letters
 from ecglm.train.runtime import resolve_device
@@ -92,6 +93,8 @@ class EvalSet:
     ecg_ids: np.ndarray  # int64 [M]
     y: np.ndarray  # int64 [M]: the true option index (0 = A ... 4 = E)
     patients: list[dict[str, Any]]  # [M] records.parquet patient columns (PATIENT_COLUMNS present)
+    groups: np.ndarray  # [M] the bootstrap's resampling unit: patient_id (ecg_id where records.parquet has none)
+    group_by: str  # "patient_id" or "ecg_id"
     n_multi_class: int  # ECGs of the split with two or more of the classes (left out)
     n_no_class: int  # ECGs of the split with none of the classes (left out)
     n_single_class: int | None = None  # before subset_eval_set drew a subset of them; None = no subset
@@ -125,6 +128,11 @@ def load_eval_set(records: str | os.PathLike, task: str, split: str = "test") ->
     rows = in_split[index]
     patient_cols = [c for c in PATIENT_COLUMNS if c in table.columns]
     sub = table[rows.tolist()].select(["ecg_id", *patient_cols])
+    group_by = "patient_id" if "patient_id" in read_records_schema(records) else "ecg_id"
+    groups = read_records(records, [group_by], patients=False)[group_by].to_numpy()[rows]
+    if group_by == "patient_id" and np.any(np.isnan(groups.astype(np.float64))):
+        raise StageError(f"{records}: {int(np.isnan(groups.astype(np.float64)).sum())} {split}-split ECGs of {task} "
+                         "have no patient_id (the bootstrap resamples patients)")  # fmt: skip
     return EvalSet(
         task=task,
         split=split,
@@ -132,6 +140,8 @@ def load_eval_set(records: str | os.PathLike, task: str, split: str = "test") ->
         ecg_ids=np.asarray(sub["ecg_id"].to_list(), dtype=np.int64),
         y=y,
         patients=sub.select(patient_cols).to_dicts(),
+        groups=groups,
+        group_by=group_by,
         n_multi_class=n_multi,
         n_no_class=n_none,
     )
@@ -158,7 +168,7 @@ def subset_eval_set(eval_set: EvalSet, max_ecgs: int, seed: int) -> EvalSet:
     keep = np.sort(np.asarray(chosen, dtype=np.int64))
     return replace(
         eval_set, rows=eval_set.rows[keep], ecg_ids=eval_set.ecg_ids[keep], y=eval_set.y[keep],
-        patients=[eval_set.patients[i] for i in keep], n_single_class=len(eval_set),
+        patients=[eval_set.patients[i] for i in keep], groups=eval_set.groups[keep], n_single_class=len(eval_set),
     )  # fmt: skip
 
 
@@ -279,6 +289,92 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, probs: np.nda
     }
 
 
+#: The metrics given a bootstrap interval (the table's), and the bootstrap's size.
+INTERVAL_METRICS = ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "macro_auc")
+BOOTSTRAP_REPS = 1000
+BOOTSTRAP_LEVEL = 0.95
+
+
+def table_metric(name: str, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, k: int):
+    """The metric ``name`` of :data:`INTERVAL_METRICS` on the given rows, as :func:`classification_metrics`
+    computes it (scikit-learn's definitions), in plain numpy for the bootstrap's thousand draws: a function
+    of the row indices [m] (repeats allowed) giving the value, or None where it is undefined (macro AUC with a
+    class absent from the drawn rows)."""
+    y_pred = np.where(y_pred < 0, k, y_pred)  # "none": a label no record has
+
+    def confusion(rows: np.ndarray) -> np.ndarray:
+        return np.bincount(y_true[rows] * (k + 1) + y_pred[rows], minlength=k * (k + 1)).reshape(k, k + 1)
+
+    def per_class(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        c = confusion(rows)  # [k, k+1] rows = true, columns = predicted (+ none)
+        tp = np.diag(c[:, :k]).astype(np.float64)  # [k]
+        support, predicted = c.sum(axis=1), c[:, :k].sum(axis=0)  # [k], [k]
+        recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+        precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+        return tp, support, precision, recall
+
+    n = len(y_true)
+    if name == "macro_auc":  # [k, n, n]: 1 where row i's probability of class j beats row l's, 1/2 for a tie
+        beats = np.stack([(probs[:, j, None] > probs[None, :, j]) + 0.5 * (probs[:, j, None] == probs[None, :, j])
+                          for j in range(k)]).astype(np.float32)  # fmt: skip
+
+    def auc(rows: np.ndarray) -> float | None:
+        """Mean over classes of the one-vs-rest AUC, P(positive scores above negative) + P(tie) / 2, with
+        each row weighted by how often the draw holds it (the Mann-Whitney statistic of the drawn rows)."""
+        weight = np.bincount(rows, minlength=n).astype(np.float32)  # [n]
+        values = []
+        for j in range(k):
+            positive = weight * (y_true == j)  # [n]
+            negative = weight - positive  # [n]
+            if positive.sum() == 0 or negative.sum() == 0:
+                return None
+            values.append(float(positive @ beats[j] @ negative) / float(positive.sum() * negative.sum()))
+        return float(np.mean(values))
+
+    def f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+        total = precision + recall
+        return np.divide(2 * precision * recall, total, out=np.zeros(k), where=total > 0)
+
+    from_classes = {  # (tp [k], support [k], precision [k], recall [k]) -> the metric
+        "accuracy": lambda tp, support, precision, recall: tp.sum() / support.sum(),
+        "precision": lambda tp, support, precision, recall: precision.mean(),
+        "recall": lambda tp, support, precision, recall: recall.mean(),
+        "f1": lambda tp, support, precision, recall: f1(precision, recall).mean(),
+        "balanced_accuracy": lambda tp, support, precision, recall: recall[support > 0].mean(),
+    }
+    if name not in from_classes and name != "macro_auc":
+        raise ValueError(f"unknown metric {name!r}")
+
+    def value(rows: np.ndarray) -> float | None:
+        return auc(rows) if name == "macro_auc" else float(from_classes[name](*per_class(rows)))
+
+    return value
+
+
+def metric_intervals(eval_set: EvalSet, y_pred: np.ndarray, probs: np.ndarray, metrics: Mapping[str, Any],
+                     seed: int) -> dict[str, Any]:
+    """Percentile bootstrap intervals of the table's metrics, resampling the set's patients (ECGs of one
+    patient are drawn together; :func:`ecglm.core.stats.group_bootstrap`), every metric on the same draws.
+    A metric that is null on the whole set gets no interval."""
+    k = len(task_classes(eval_set.task))
+    y_true = np.asarray(eval_set.y, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    out: dict[str, Any] = {"level": BOOTSTRAP_LEVEL, "reps": BOOTSTRAP_REPS, "resampled": eval_set.group_by,
+                           "seed": seed, "metrics": {}, "undefined_draws": {}}  # fmt: skip
+    for name in INTERVAL_METRICS:
+        if metrics.get(name) is None:
+            out["metrics"][name] = None
+            continue
+        boot = group_bootstrap(table_metric(name, y_true, y_pred, probs, k), eval_set.groups, seed=seed,
+                               reps=BOOTSTRAP_REPS, level=BOOTSTRAP_LEVEL)  # fmt: skip
+        out["groups"] = boot["groups"]
+        out["metrics"][name] = None if boot["low"] is None else [boot["low"], boot["high"]]
+        if boot["undefined"]:
+            out["undefined_draws"][name] = boot["undefined"]
+    return out
+
+
 def result_record(
     eval_set: EvalSet,
     y_pred: np.ndarray,
@@ -302,6 +398,7 @@ def result_record(
             "rule": "class-stratified, seeded", "n": len(eval_set), "of": eval_set.n_single_class,
         },
         **metrics,
+        "intervals": metric_intervals(eval_set, y_pred, probs, metrics, seed=setting.get("seed") or DEFAULT_SEED),
         "predictions": {
             "ecg_id": [int(e) for e in eval_set.ecg_ids],
             "true": [letters[i] for i in eval_set.y],

@@ -3,11 +3,12 @@
 Reads every ``{eval_dir}/{variant}/*.json`` written by `ecglm evaluate` / `evaluate-baseline` (the task
 and mode come from each file's content, the variant from its folder) and writes, atomically:
 
-- ``{out}.md``: one row per (variant, mode), sorted; per task the accuracy, macro precision, recall,
-  F1, balanced accuracy and macro AUC (3 decimals, "n/a" where a value is missing or null), with the
-  paper's own numbers as the first, reference row (:data:`PAPER_ROW`);
-- ``{out}.csv``: the same rows with one column per (task, metric) and the number of ECGs per task
-  (empty cell where missing).
+- ``{out}.md``: one table per task, one row per (variant, mode), sorted: the accuracy, macro precision,
+  recall, F1, balanced accuracy and macro AUC, each with its 95% bootstrap interval over patients
+  (3 decimals, "n/a" where a value is missing or null), with the paper's own numbers (which come with
+  no interval) as the first, reference row (:data:`PAPER_ROW`);
+- ``{out}.csv``: the same rows with one column per (task, metric), its interval's ``_low`` and ``_high``,
+  and the number of ECGs per task (empty cell where missing).
 
 ``--out results/{run}/tables/classification`` gives ``classification.md`` and ``classification.csv``.
 """
@@ -86,6 +87,7 @@ def collect(eval_dir: str | os.PathLike) -> dict[tuple[str, str], dict[str, dict
             raise StageError(f"{path} and {seen[key]} both hold variant {variant}, mode {mode}, task {task}")
         seen[key] = path
         values: dict[str, Any] = {m: _number(doc.get(m), f"{path}: {m}") for m, _, _ in METRICS}
+        values["intervals"] = _intervals(doc, path)
         values["n"] = int(doc["n"]) if isinstance(doc.get("n"), int) else None
         subset = doc.get("subset")
         values["of"] = int(subset["of"]) if isinstance(subset, dict) and isinstance(subset.get("of"), int) else None
@@ -95,8 +97,34 @@ def collect(eval_dir: str | os.PathLike) -> dict[tuple[str, str], dict[str, dict
     return rows
 
 
+def _intervals(doc: Mapping[str, Any], path: Path) -> dict[str, tuple[float, float] | None]:
+    """``{metric: (low, high) or None}`` from an eval JSON's ``intervals`` (written by ecglm evaluate)."""
+    block = doc.get("intervals")
+    if not isinstance(block, dict) or not isinstance(block.get("metrics"), dict):
+        raise StageError(f"{path}: no bootstrap intervals (written by an older ecglm evaluate: rerun it)")
+    out: dict[str, tuple[float, float] | None] = {}
+    for m, _, _ in METRICS:
+        pair = block["metrics"].get(m)
+        if pair is None:
+            out[m] = None
+        elif isinstance(pair, list) and len(pair) == 2:
+            out[m] = (_number(pair[0], f"{path}: intervals.{m}"), _number(pair[1], f"{path}: intervals.{m}"))
+        else:
+            raise StageError(f"{path}: intervals.metrics.{m} must be [low, high] or null, got {pair!r}")
+    return out
+
+
 def _fmt(value: float | None) -> str:
     return MISSING if value is None else f"{value:.3f}"
+
+
+def _fmt_interval(value: float | None, interval: tuple[float, float] | None, paper: bool) -> str:
+    """``0.817 [0.752, 0.880]``; the paper's figures come without an interval."""
+    if value is None:
+        return MISSING
+    if paper:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{value:.3f} [{MISSING}]"
 
 
 def table_rows(collected: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]]) -> list[tuple[str, str, dict]]:
@@ -113,10 +141,10 @@ def row_llm(tasks: Mapping[str, Mapping[str, Any]]) -> str:
     return " / ".join(names) if names else "-"
 
 
-def row_ecgs(tasks: Mapping[str, Mapping[str, Any]]) -> str:
+def row_ecgs(tasks: Mapping[str, Mapping[str, Any]], order: tuple[str, ...] = TASK_ORDER) -> str:
     """Test ECGs per task of a row, "n of all" where an evaluation drew a smoke-scale subset."""
     cells = []
-    for task in TASK_ORDER:
+    for task in order:
         values = tasks.get(task, {})
         n, of = values.get("n"), values.get("of")
         cells.append(MISSING if n is None else (f"{n} of {of}" if of else str(n)))
@@ -124,37 +152,44 @@ def row_ecgs(tasks: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def render_markdown(rows: list[tuple[str, str, dict]]) -> str:
-    """A GitHub markdown table: variant, mode, LLM, test ECGs, then per task the :data:`METRICS` columns."""
-    header = ["variant", "mode", "LLM", "test ECGs (" + " / ".join(TASK_ORDER) + ")"]
-    header += [f"{task} {label}" for task in TASK_ORDER for _, label, _ in METRICS]
+    """GitHub markdown, one table per task: variant, mode, LLM, test ECGs, then the :data:`METRICS` columns,
+    each figure with its 95% interval; the rows that evaluated the task."""
+    header = ["variant", "mode", "LLM", "test ECGs"] + [label for _, label, _ in METRICS]
     lines = [
         "# Zero-shot classification (the paper's Table 2)",
         "",
         "Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P / R / F1 = macro "
-        "precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. "
-        f"{MISSING} = not reported or not defined. \"n of m\": a smoke-scale row, scored on a class-stratified "
-        "subset of n of the m test ECGs (its figures are not comparable with the full rows').",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|",
+        "precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. Each figure is "
+        "followed by its 95% percentile bootstrap interval (1,000 draws of the test patients with replacement, "
+        "a patient's ECGs drawn together); two rows whose intervals overlap are not shown to differ. The "
+        f"paper reports no intervals. {MISSING} = not reported or not defined. \"n of m\": a smoke-scale row, "
+        "scored on a class-stratified subset of n of the m test ECGs (its figures are not comparable with the "
+        "full rows').",
     ]
-    for variant, mode, tasks in rows:
-        is_paper = variant == PAPER_LABEL
-        cells = [variant, mode or "-", "BioMedGPT-LM-7B" if is_paper else row_llm(tasks),
-                 "-" if is_paper else row_ecgs(tasks)]  # fmt: skip
-        for task in TASK_ORDER:
-            values = tasks.get(task, {})
-            cells += [_fmt(values.get(m)) for m, _, _ in METRICS]
-        lines.append("| " + " | ".join(cells) + " |")
+    for task in TASK_ORDER:
+        lines += ["", f"## {task}", "", "| " + " | ".join(header) + " |",
+                  "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 4)) + "|"]  # fmt: skip
+        for variant, mode, tasks in rows:
+            is_paper = variant == PAPER_LABEL
+            if task not in tasks:
+                continue  # a row that has no evaluation of this task
+            values = tasks[task]
+            cells = [variant, mode or "-", "BioMedGPT-LM-7B" if is_paper else row_llm(tasks),
+                     "-" if is_paper else row_ecgs({task: values}, (task,))]  # fmt: skip
+            intervals = values.get("intervals") or {}
+            cells += [_fmt_interval(values.get(m), intervals.get(m), is_paper) for m, _, _ in METRICS]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def render_csv(rows: list[tuple[str, str, dict]]) -> str:
-    """CSV: variant, mode, llm, then ``{task}_{metric}`` (3 decimals), ``{task}_n`` and ``{task}_of`` (the
-    test ECGs a smoke-scale subset was drawn from); empty cell = missing."""
+    """CSV: variant, mode, llm, then ``{task}_{metric}`` (3 decimals) with its interval's ``_low`` and
+    ``_high``, ``{task}_n`` and ``{task}_of`` (the test ECGs a smoke-scale subset was drawn from); empty cell
+    = missing."""
     header = ["variant", "mode", "llm"]
     for task in TASK_ORDER:
-        header += [f"{task}_{suffix}" for _, _, suffix in METRICS] + [f"{task}_n", f"{task}_of"]
+        header += [f"{task}_{suffix}{end}" for _, _, suffix in METRICS for end in ("", "_low", "_high")]
+        header += [f"{task}_n", f"{task}_of"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -163,7 +198,11 @@ def render_csv(rows: list[tuple[str, str, dict]]) -> str:
         cells = [variant, mode, "" if llm == "-" else llm]
         for task in TASK_ORDER:
             values = tasks.get(task, {})
-            cells += ["" if values.get(m) is None else f"{values[m]:.3f}" for m, _, _ in METRICS]
+            intervals = values.get("intervals") or {}
+            for m, _, _ in METRICS:
+                pair = intervals.get(m) or ("", "")
+                cells += ["" if values.get(m) is None else f"{values[m]:.3f}",
+                          *("" if v == "" else f"{v:.3f}" for v in pair)]  # fmt: skip
             cells.append("" if values.get("n") is None else str(values["n"]))
             cells.append("" if values.get("of") is None else str(values["of"]))
         writer.writerow(cells)
