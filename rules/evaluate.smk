@@ -65,9 +65,11 @@ rule make_tables:
     output:
         markdown=f"{RESULTS}/tables/classification.md",
         csv=f"{RESULTS}/tables/classification.csv",
+        protocol=f"{RESULTS}/tables/classification.protocol.json",
     params:
         eval_dir=lambda wildcards, input: os.path.dirname(os.path.dirname(input.results[0])),
         out=lambda wildcards, output: os.path.splitext(output.markdown)[0],
+        config_json=json.dumps(config, sort_keys=True),
     log:
         f"{LOGS}/make_tables.log",
     benchmark:
@@ -79,4 +81,5 @@ rule make_tables:
         mem_mb=1024,
         runtime=10,
     shell:
-        "ecglm tables --eval-dir {params.eval_dir:q} --out {params.out:q} > {log:q} 2>&1"
+        "ecglm tables --eval-dir {params.eval_dir:q} --out {params.out:q} --config-json {params.config_json:q}"
+        " > {log:q} 2>&1"

@@ -10,6 +10,7 @@ import pytest
 
 from ecglm import cli
 from ecglm.core.errors import StageError
+from ecglm.eval.protocol import code_version as real_code_version
 from ecglm.eval.tables import PAPER_LABEL, collect, write_tables
 
 GOLDEN_MD = """\
@@ -36,6 +37,19 @@ Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P /
 | variant | mode | LLM | test ECGs | acc | P | R | F1 | bal. acc | AUC |
 |---|---|---|---|---:|---:|---:|---:|---:|---:|
 | paper (real PTB-XL, BioMedGPT-LM-7B) | - | BioMedGPT-LM-7B | - | 0.698 | 0.573 | 0.568 | 0.570 | n/a | n/a |
+
+## Protocol
+
+| | |
+|---|---|
+| data | not recorded (the table was made without the run's config) |
+| split and selection | the test split (PTB-XL's strat_fold 10); per task, the ECGs with exactly one of its five classes (ECGs with several or none are left out, counted in each JSON); a row marked "n of m" scores a class-stratified subset fixed by the seed |
+| scoring | majority: the most frequent single class among the training ECGs; mcq: next-token log-probability of the option letter |
+| LLMs | SmolLM2-135M-Instruct, Q4_1, dequantized (resources/llm/gguf/x) |
+| seeds | run not recorded (every stage derives its seed from it); evaluation 1234 |
+| intervals | 95% percentile bootstrap, 1,000 draws of the test patient_id values with replacement (a patient's ECGs drawn together) |
+| config | not given (`ecglm tables --config-json`) |
+| code | ecglm 0.1.0, git commit 0123456789abcdef0123456789abcdef01234567 |
 """
 
 GOLDEN_CSV = """\
@@ -51,21 +65,33 @@ def _write(path: Path, doc: dict) -> None:
     path.write_text(json.dumps(doc), encoding="utf-8")
 
 
+CODE = {"ecglm": "0.1.0", "git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": False}
+
+
+@pytest.fixture(autouse=True)
+def fixed_code_version(monkeypatch):
+    """The protocol block names the code's commit; the golden files name a fixed one."""
+    monkeypatch.setattr("ecglm.eval.protocol.code_version", lambda folder=".": dict(CODE))
+
+
 @pytest.fixture()
 def eval_dir(tmp_path) -> Path:
     root = tmp_path / "eval"
     # written in the order that sorting must undo: "majority" before "full"
     _write(root / "majority" / "rhythm-majority.json", {
         "task": "rhythm", "mode": "majority", "n": 7, "accuracy": 0.5714, "precision": 0.1143, "recall": 0.2,
-        "f1": 0.1455, "balanced_accuracy": 0.2, "macro_auc": None,
-        "intervals": {"metrics": {"accuracy": [0.2857, 0.8571], "precision": [0.0571, 0.1714], "recall": [0.2, 0.2],
+        "f1": 0.1455, "balanced_accuracy": 0.2, "macro_auc": None, "split": "test", "seed": None,
+        "scoring": "the most frequent single class among the training ECGs",
+        "intervals": {"level": 0.95, "reps": 1000, "resampled": "patient_id", "metrics": {"accuracy": [0.2857, 0.8571], "precision": [0.0571, 0.1714], "recall": [0.2, 0.2],
                                   "f1": [0.0889, 0.1846], "balanced_accuracy": [0.2, 0.2], "macro_auc": None}},
     })  # fmt: skip
     _write(root / "full" / "diagnostic-mcq.json", {
         "task": "diagnostic", "mode": "mcq", "n": 10, "accuracy": 0.5, "precision": 0.41234, "recall": 0.4,
         "f1": 0.39951, "balanced_accuracy": 0.4, "macro_auc": 0.6666, "subset": {"n": 10, "of": 40},
-        "model": {"llm": {"name_or_path": "resources/llm/gguf/x"}, "llm_label": "SmolLM2-135M-Instruct, Q4_1, dequantized"},
-        "intervals": {"metrics": {"accuracy": [0.2, 0.8], "precision": [0.1667, 0.7], "recall": [0.15, 0.75],
+        "model": {"llm": {"name_or_path": "resources/llm/gguf/x", "revision": None},
+                  "llm_label": "SmolLM2-135M-Instruct, Q4_1, dequantized"},
+        "split": "test", "seed": 1234, "scoring": "next-token log-probability of the option letter",
+        "intervals": {"level": 0.95, "reps": 1000, "resampled": "patient_id", "metrics": {"accuracy": [0.2, 0.8], "precision": [0.1667, 0.7], "recall": [0.15, 0.75],
                                   "f1": [0.1333, 0.7143], "balanced_accuracy": [0.15, 0.75], "macro_auc": [0.35, 0.95]}},
     })  # fmt: skip
     return root
@@ -76,12 +102,44 @@ def test_golden_markdown_and_csv(tmp_path, eval_dir):
     assert md == tmp_path / "tables" / "classification.md" and csv_path == tmp_path / "tables" / "classification.csv"
     assert md.read_text(encoding="utf-8") == GOLDEN_MD
     assert csv_path.read_text(encoding="utf-8") == GOLDEN_CSV
-    assert sorted(p.name for p in md.parent.iterdir()) == ["classification.csv", "classification.md"]
+    assert sorted(p.name for p in md.parent.iterdir()) == [
+        "classification.csv", "classification.md", "classification.protocol.json"]
+
+
+def test_the_protocol_names_the_config_by_its_digest_and_keeps_it_beside_the_table(tmp_path, eval_dir):
+    from ecglm.core.config import validate_config
+    from ecglm.eval.protocol import config_digest
+
+    config = validate_config({"run": "t"})
+    assert config_digest(config) == config_digest(json.loads(json.dumps(config)))  # key order does not matter
+    assert config_digest(config) != config_digest({**config, "seed": config["seed"] + 1})
+    out = tmp_path / "tables" / "classification"
+    assert cli.main(["tables", "--eval-dir", str(eval_dir), "--out", str(out), "--config-json", json.dumps(config)]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert f"| config | SHA-256 {config_digest(config)[:16]} of the validated config" in md
+    assert "| data | the demo world: a synthetic PTB-XL look-alike of 2000 records" in md
+    assert f"| seeds | run {config['seed']} " in md and "git commit 0123456789abcdef" in md
+    facts = json.loads(out.with_name("classification.protocol.json").read_text())
+    assert facts["config"] == config and facts["config_sha256"] == config_digest(config)
+    assert facts["llms"] == {"SmolLM2-135M-Instruct, Q4_1, dequantized": {"name_or_path": "resources/llm/gguf/x",
+                                                                          "revision": None}}
+    assert cli.main(["tables", "--eval-dir", str(eval_dir), "--out", str(out), "--config-json", "[1, 2"]) == 1
+
+
+def test_the_code_version_is_the_checkouts_commit(repo_root):
+    import subprocess
+
+    real = real_code_version(repo_root)  # imported before the autouse fixture replaces it
+    head = subprocess.run(["git", "-C", str(repo_root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert real["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    assert real["ecglm"] == __import__("ecglm").__version__
+    assert real_code_version("/")["git_commit"] is None  # not a checkout: said, not guessed
 
 
 def test_every_number_is_finite_with_three_decimals(tmp_path, eval_dir):
     md, _ = write_tables(eval_dir, tmp_path / "t")
-    rows = [line for line in md.read_text().splitlines() if line.startswith("| ") and not line.startswith("| variant")]
+    tables = md.read_text().split("## Protocol")[0]
+    rows = [line for line in tables.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
     assert rows[0].startswith(f"| {PAPER_LABEL} |")
     cells = [cell.strip() for row in rows for cell in row.strip("|").split("|")[4:]]
     figures = [c for c in cells if c != "n/a"]

@@ -8,7 +8,9 @@ and mode come from each file's content, the variant from its folder) and writes,
   (3 decimals, "n/a" where a value is missing or null), with the paper's own numbers (which come with
   no interval) as the first, reference row (:data:`PAPER_ROW`);
 - ``{out}.csv``: the same rows with one column per (task, metric), its interval's ``_low`` and ``_high``,
-  and the number of ECGs per task (empty cell where missing).
+  and the number of ECGs per task (empty cell where missing);
+- ``{out}.protocol.json``: the protocol under the markdown tables (:mod:`ecglm.eval.protocol`: data,
+  split, scoring, LLMs, seeds, bootstrap, the config's SHA-256 and the whole config, the code's version).
 
 ``--out results/{run}/tables/classification`` gives ``classification.md`` and ``classification.csv``.
 """
@@ -27,6 +29,7 @@ from typing import Any, Mapping
 
 from ecglm.core.atomic import write_text_atomic
 from ecglm.core.errors import StageError
+from ecglm.eval.protocol import protocol_facts, render_protocol
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +61,18 @@ def _number(value: Any, where: str) -> float | None:
     return float(value)
 
 
-def collect(eval_dir: str | os.PathLike) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
-    """``{(variant, mode): {task: {metric: value or None, "n": int}}}`` from every eval JSON under ``eval_dir``.
+def read_docs(eval_dir: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
+    """``[(path, JSON document)]`` of every ``{eval_dir}/{variant}/*.json``, sorted by path.
 
-    Raises StageError naming the file for unreadable JSON, a missing task/mode, an unknown task, a
-    non-finite metric, or two files for the same (variant, mode, task); and when there is no file.
+    Raises StageError naming the file for unreadable JSON or a missing task/mode, and when there is no file.
     """
     eval_dir = Path(eval_dir)
     if not eval_dir.is_dir():
         raise StageError(f"{eval_dir}: no such evaluation folder (run `ecglm evaluate` first)")
-    rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    seen: dict[tuple[str, str, str], Path] = {}
     files = sorted(eval_dir.glob("*/*.json"))
     if not files:
         raise StageError(f"{eval_dir}: no evaluation JSON in {eval_dir}/<variant>/")
+    docs = []
     for path in files:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -79,6 +80,21 @@ def collect(eval_dir: str | os.PathLike) -> dict[tuple[str, str], dict[str, dict
             raise StageError(f"{path}: not a readable evaluation JSON ({err})") from err
         if not isinstance(doc, dict) or "task" not in doc or "mode" not in doc:
             raise StageError(f"{path}: not an evaluation JSON (no 'task' and 'mode')")
+        docs.append((path, doc))
+    return docs
+
+
+def collect(eval_dir: str | os.PathLike | list[tuple[Path, dict[str, Any]]]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """``{(variant, mode): {task: {metric: value or None, "intervals": ..., "n": int, ...}}}`` from every eval
+    JSON under ``eval_dir`` (or from its :func:`read_docs`).
+
+    Raises StageError naming the file for an unknown task, a non-finite metric, a missing interval, or two
+    files for the same (variant, mode, task); and as :func:`read_docs` does.
+    """
+    docs = read_docs(eval_dir) if not isinstance(eval_dir, list) else eval_dir
+    rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    seen: dict[tuple[str, str, str], Path] = {}
+    for path, doc in docs:
         task, mode, variant = str(doc["task"]), str(doc["mode"]), path.parent.name
         if task not in TASK_ORDER:
             raise StageError(f"{path}: unknown task {task!r} (expected one of {', '.join(TASK_ORDER)})")
@@ -209,16 +225,23 @@ def render_csv(rows: list[tuple[str, str, dict]]) -> str:
     return buf.getvalue()
 
 
-def write_tables(eval_dir: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``{out}.md`` and ``{out}.csv`` (atomically) from ``eval_dir``; return their paths."""
+def write_tables(eval_dir: str | os.PathLike, out: str | os.PathLike,
+                 config: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``{out}.md`` (the tables and their protocol block), ``{out}.csv`` and ``{out}.protocol.json``
+    (the protocol's facts, ``config`` included: the run's validated config) atomically from ``eval_dir``;
+    return the paths of the first two."""
     out = Path(out)
     if out.suffix in (".md", ".csv"):
         out = out.with_suffix("")
-    rows = table_rows(collect(eval_dir))
+    docs = read_docs(eval_dir)
+    rows = table_rows(collect(docs))
     md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
-    write_text_atomic(md, render_markdown(rows))
+    facts_path = out.with_name(out.name + ".protocol.json")
+    facts = protocol_facts((doc for _, doc in docs), config)
+    write_text_atomic(md, render_markdown(rows) + "\n" + render_protocol(facts, facts_path.name))
     write_text_atomic(csv_path, render_csv(rows))
-    log.info("wrote %s and %s (%d rows besides the paper's)", md, csv_path, len(rows) - 1)
+    write_text_atomic(facts_path, json.dumps(facts, indent=2, sort_keys=False) + "\n")
+    log.info("wrote %s, %s and %s (%d rows besides the paper's)", md, csv_path, facts_path.name, len(rows) - 1)
     return md, csv_path
 
 
@@ -234,10 +257,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--eval-dir", required=True, type=Path, help="folder holding <variant>/<task>-<mode>.json (results/{run}/eval)")
     p.add_argument("--out", required=True, type=Path,
-                   help="output path without extension: writes <out>.md and <out>.csv (e.g. results/{run}/tables/classification)")  # fmt: skip
+                   help="output path without extension: writes <out>.md, <out>.csv and <out>.protocol.json "
+                        "(e.g. results/{run}/tables/classification)")  # fmt: skip
+    p.add_argument("--config-json", default=None,
+                   help="the run's validated config as JSON (the workflow passes it): its SHA-256 and its data go "
+                        "into the protocol block, the whole config into <out>.protocol.json")  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    write_tables(args.eval_dir, args.out)
+    config = None
+    if args.config_json is not None:
+        try:
+            config = json.loads(args.config_json)
+        except json.JSONDecodeError as err:
+            raise StageError(f"--config-json: not valid JSON ({err})") from None
+        if not isinstance(config, dict):
+            raise StageError(f"--config-json: expected a JSON object, got {type(config).__name__}")
+    write_tables(args.eval_dir, args.out, config)
     return 0
