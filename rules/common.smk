@@ -6,7 +6,7 @@ import os
 import shlex
 
 from ecglm.text.prompts import TASK_LABEL_COLUMNS, TASKS
-from ecglm.core.config import run_llms, variant_llm
+from ecglm.core.config import run_llms, variant_llm, variant_seed
 from ecglm.core.errors import StageError
 from ecglm.models.fetch_llm import gguf_dir_for, local_dir_for
 from ecglm.models.gguf import resolve_gguf
@@ -265,7 +265,7 @@ def translate_args():
 
 def align_sets(wildcards):
     variant = VARIANTS[wildcards.variant]
-    settings = {**config["align"], **variant["align"], "seed": config["seed"]}
+    settings = {**config["align"], **variant["align"], "seed": variant_seed(config, wildcards.variant)}
     llm = VARIANT_LLMS[wildcards.variant]
     settings["llm"] = LLM_DIRS[llm]
     settings["trust_remote_code"] = LLMS[llm]["trust_remote_code"]

@@ -18,7 +18,7 @@ rule evaluate_zero_shot:
         batch_size=EVALUATE["batch_size"],
         max_new_tokens=EVALUATE["max_new_tokens"],
         likelihood_score=EVALUATE["likelihood_score"],
-        seed=config["seed"],
+        seed=lambda wildcards: variant_seed(config, wildcards.variant),
     log:
         f"{LOGS}/evaluate_zero_shot/{{variant}}-{{task}}.log",
     benchmark:

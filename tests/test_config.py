@@ -198,3 +198,32 @@ def test_a_variant_names_its_llm_and_variants_evaluating_it_inherit_it():
 def test_bad_llm_settings_name_the_key(settings, message):
     with pytest.raises(StageError, match=message):
         validate_config(settings)
+
+
+def test_seeds_make_a_replica_of_every_variant_with_its_seed():
+    from ecglm.core.config import variant_seed
+
+    config = validate_config({
+        "seed": 5, "seeds": [5, 7],
+        "variants": {"full": {}, "shuffled": {"control": "shuffled", "align_from": "full"}, "mine": {"seed": 3}},
+    })  # fmt: skip
+    variants = config["variants"]
+    assert sorted(variants) == ["full", "full-seed7", "mine", "shuffled", "shuffled-seed7"]  # 5 is the run's seed
+    assert variants["shuffled-seed7"]["align_from"] == "full-seed7" and variants["full-seed7"]["seed"] == 7
+    assert [variant_seed(config, v) for v in ("full", "full-seed7", "mine")] == [5, 7, 3]
+    assert validate_config(config)["variants"] == variants  # a second validation adds nothing
+    with pytest.raises(StageError, match="config key 'seeds'"):
+        validate_config({"seeds": [7, 7]})
+
+
+def test_a_seed_replica_aligns_and_evaluates_with_its_seed(repo_root, tmp_path):
+    config = tmp_path / "seeds.yaml"
+    config.write_text((repo_root / "config" / "ci.yaml").read_text() + "\nseeds: [1234, 7]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--configfile", str(config), "--cores", "2"],
+        cwd=repo_root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "results/ci/align/full-seed7/model.safetensors" in out and "--set=seed=7" in out
+    assert "--seed 7 --out 'results/ci/eval/shuffled-seed7/" in out

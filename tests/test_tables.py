@@ -53,10 +53,10 @@ Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P /
 """
 
 GOLDEN_CSV = """\
-variant,mode,llm,diagnostic_acc,diagnostic_acc_low,diagnostic_acc_high,diagnostic_precision,diagnostic_precision_low,diagnostic_precision_high,diagnostic_recall,diagnostic_recall_low,diagnostic_recall_high,diagnostic_f1,diagnostic_f1_low,diagnostic_f1_high,diagnostic_balanced_acc,diagnostic_balanced_acc_low,diagnostic_balanced_acc_high,diagnostic_macro_auc,diagnostic_macro_auc_low,diagnostic_macro_auc_high,diagnostic_n,diagnostic_of,rhythm_acc,rhythm_acc_low,rhythm_acc_high,rhythm_precision,rhythm_precision_low,rhythm_precision_high,rhythm_recall,rhythm_recall_low,rhythm_recall_high,rhythm_f1,rhythm_f1_low,rhythm_f1_high,rhythm_balanced_acc,rhythm_balanced_acc_low,rhythm_balanced_acc_high,rhythm_macro_auc,rhythm_macro_auc_low,rhythm_macro_auc_high,rhythm_n,rhythm_of,form_acc,form_acc_low,form_acc_high,form_precision,form_precision_low,form_precision_high,form_recall,form_recall_low,form_recall_high,form_f1,form_f1_low,form_f1_high,form_balanced_acc,form_balanced_acc_low,form_balanced_acc_high,form_macro_auc,form_macro_auc_low,form_macro_auc_high,form_n,form_of
-"paper (real PTB-XL, BioMedGPT-LM-7B)",,BioMedGPT-LM-7B,0.693,,,0.652,,,0.642,,,0.647,,,,,,,,,,,0.670,,,0.509,,,0.540,,,0.524,,,,,,,,,,,0.698,,,0.573,,,0.568,,,0.570,,,,,,,,,,
-full,mcq,"SmolLM2-135M-Instruct, Q4_1, dequantized",0.500,0.200,0.800,0.412,0.167,0.700,0.400,0.150,0.750,0.400,0.133,0.714,0.400,0.150,0.750,0.667,0.350,0.950,10,40,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,
-majority,majority,,,,,,,,,,,,,,,,,,,,,,0.571,0.286,0.857,0.114,0.057,0.171,0.200,0.200,0.200,0.145,0.089,0.185,0.200,0.200,0.200,,,,7,,,,,,,,,,,,,,,,,,,,,
+variant,mode,llm,diagnostic_acc,diagnostic_acc_low,diagnostic_acc_high,diagnostic_acc_sd,diagnostic_precision,diagnostic_precision_low,diagnostic_precision_high,diagnostic_precision_sd,diagnostic_recall,diagnostic_recall_low,diagnostic_recall_high,diagnostic_recall_sd,diagnostic_f1,diagnostic_f1_low,diagnostic_f1_high,diagnostic_f1_sd,diagnostic_balanced_acc,diagnostic_balanced_acc_low,diagnostic_balanced_acc_high,diagnostic_balanced_acc_sd,diagnostic_macro_auc,diagnostic_macro_auc_low,diagnostic_macro_auc_high,diagnostic_macro_auc_sd,diagnostic_n,diagnostic_of,rhythm_acc,rhythm_acc_low,rhythm_acc_high,rhythm_acc_sd,rhythm_precision,rhythm_precision_low,rhythm_precision_high,rhythm_precision_sd,rhythm_recall,rhythm_recall_low,rhythm_recall_high,rhythm_recall_sd,rhythm_f1,rhythm_f1_low,rhythm_f1_high,rhythm_f1_sd,rhythm_balanced_acc,rhythm_balanced_acc_low,rhythm_balanced_acc_high,rhythm_balanced_acc_sd,rhythm_macro_auc,rhythm_macro_auc_low,rhythm_macro_auc_high,rhythm_macro_auc_sd,rhythm_n,rhythm_of,form_acc,form_acc_low,form_acc_high,form_acc_sd,form_precision,form_precision_low,form_precision_high,form_precision_sd,form_recall,form_recall_low,form_recall_high,form_recall_sd,form_f1,form_f1_low,form_f1_high,form_f1_sd,form_balanced_acc,form_balanced_acc_low,form_balanced_acc_high,form_balanced_acc_sd,form_macro_auc,form_macro_auc_low,form_macro_auc_high,form_macro_auc_sd,form_n,form_of
+"paper (real PTB-XL, BioMedGPT-LM-7B)",,BioMedGPT-LM-7B,0.693,,,,0.652,,,,0.642,,,,0.647,,,,,,,,,,,,,,0.670,,,,0.509,,,,0.540,,,,0.524,,,,,,,,,,,,,,0.698,,,,0.573,,,,0.568,,,,0.570,,,,,,,,,,,,,
+full,mcq,"SmolLM2-135M-Instruct, Q4_1, dequantized",0.500,0.200,0.800,,0.412,0.167,0.700,,0.400,0.150,0.750,,0.400,0.133,0.714,,0.400,0.150,0.750,,0.667,0.350,0.950,,10,40,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,
+majority,majority,,,,,,,,,,,,,,,,,,,,,,,,,,,,0.571,0.286,0.857,,0.114,0.057,0.171,,0.200,0.200,0.200,,0.145,0.089,0.185,,0.200,0.200,0.200,,,,,,7,,,,,,,,,,,,,,,,,,,,,,,,,,,
 """
 
 
@@ -210,3 +210,41 @@ def test_real_evaluation_json_is_read(tmp_path):
         expected = ("", "") if pair is None else (f"{pair[0]:.3f}", f"{pair[1]:.3f}")
         assert (row[f"form_{suffix}_low"], row[f"form_{suffix}_high"]) == expected, key
     assert row["form_n"] == str(doc["n"])
+
+
+def test_a_variant_run_with_several_seeds_gets_a_mean_row_with_its_spread_and_interval(tmp_path):
+    """full and full-seed7 (seeds: [.., 7]) give a row "full (mean of 2 seeds: ...)": each metric's mean over
+    the seeds, its standard deviation, and the interval of the mean over the test patients."""
+    import numpy as np
+
+    from ecglm.eval.evaluate import classification_metrics
+    from ecglm.text.prompts import task_letters
+
+    letters = task_letters("rhythm")
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 5, size=60)
+    groups = np.arange(60) // 2  # two ECGs per patient
+    docs = {}
+    for variant, seed, hit in (("full", 1234, 0.8), ("full-seed7", 7, 0.5)):
+        predicted = np.where(rng.random(60) < hit, truth, rng.integers(0, 5, size=60))
+        probs = np.eye(5)[predicted] * 0.6 + 0.08
+        doc = {"task": "rhythm", "mode": "mcq", "seed": seed, "n": 60, "options": {x: x for x in letters},
+               **classification_metrics(truth, predicted, probs, "rhythm"),
+               "intervals": {"metrics": {"accuracy": [0.1, 0.9]}},
+               "predictions": {"ecg_id": list(range(60)), "group": groups.tolist(),
+                               "true": [letters[i] for i in truth], "predicted": [letters[i] for i in predicted],
+                               "probabilities": probs.tolist()}}  # fmt: skip
+        _write(tmp_path / "eval" / variant / "rhythm-mcq.json", doc)
+        docs[variant] = doc
+    _, csv_path = write_tables(tmp_path / "eval", tmp_path / "t")
+    import csv
+
+    rows = {r["variant"]: r for r in csv.DictReader(csv_path.read_text().splitlines())}
+    mean = rows["full (mean of 2 seeds: 1234, 7)"]
+    accuracies = [docs["full"]["accuracy"], docs["full-seed7"]["accuracy"]]
+    assert mean["rhythm_acc"] == f"{np.mean(accuracies):.3f}" and mean["rhythm_acc_sd"] == f"{np.std(accuracies, ddof=1):.3f}"
+    low, high = float(mean["rhythm_acc_low"]), float(mean["rhythm_acc_high"])
+    assert low < np.mean(accuracies) < high and high - low < 0.4
+    assert rows["full"]["rhythm_acc_sd"] == "" and rows["full-seed7"]["rhythm_acc"] == f"{accuracies[1]:.3f}"
+    md = (tmp_path / "t.md").read_text()
+    assert f"| full (mean of 2 seeds: 1234, 7) | mcq | - | 60 | {np.mean(accuracies):.3f} ± " in md

@@ -174,3 +174,15 @@ def test_a_killed_alignment_resumes_through_snakemake(repo_root, demo_run, tmp_p
     assert f"resumed from {resume / killed_at}" in log or f"resumed from results/ci/.resume/align/full/{killed_at}" in log, log[-2000:]
     assert (align / "model.safetensors").read_bytes() == reference
     assert not resume.exists()  # cleaned up once the job completed
+
+
+def test_the_readme_snapshot_of_a_run_holds_its_figures_hashes_and_times(demo_run):
+    import scripts.readme_figures as figures
+
+    snap = figures.snapshot(demo_run / "results" / "ci")
+    assert {row["variant"] for row in snap["classification"]} >= {"full", "shuffled", "majority", "supervised", "smollm2"}
+    full = next(r for r in snap["classification"] if r["variant"] == "full" and r["mode"] == "mcq")
+    assert full["rhythm"]["low"] <= full["rhythm"]["value"] <= full["rhythm"]["high"]
+    assert "tables/classification.csv" in snap["sha256"] and "align/full/model.safetensors" in snap["sha256"]
+    assert snap["rule_seconds"]["make_tables"] > 0 and set(snap["ecg_check"]) >= {"full", "smollm2"}
+    assert snap["made_with"]["config_sha256"] and "| full | mcq |" in figures.render(snap)

@@ -70,7 +70,35 @@ def validate_config(config: dict, schema: dict | None = None, source: str = "con
     if lines:
         raise StageError(f"{source} is invalid:\n  " + "\n  ".join(lines))
     _check_consistency(config, source)
+    _add_seed_replicas(config)
     return config
+
+
+#: A seed replica of variant V is named V + SEED_SUFFIX + its seed (V-seed7).
+SEED_SUFFIX = "-seed"
+
+
+def _add_seed_replicas(config: dict) -> None:
+    """For every seed of ``seeds`` (but the run's), a replica of each variant that has no seed of its own,
+    named V-seed<S>, with that seed and, where V evaluates another variant's model, that variant's replica
+    of the same seed. Idempotent: a replica already there is left as it is."""
+    variants = config["variants"]
+    originals = {name: variant for name, variant in variants.items() if variant["seed"] is None}
+    for seed in config["seeds"]:
+        if seed == config["seed"]:
+            continue
+        for name, variant in originals.items():
+            replica = copy.deepcopy(variant)
+            replica["seed"] = seed
+            if variant["align_from"] is not None:
+                replica["align_from"] = f"{variant['align_from']}{SEED_SUFFIX}{seed}"
+            variants.setdefault(f"{name}{SEED_SUFFIX}{seed}", replica)
+
+
+def variant_seed(config: dict, variant: str) -> int:
+    """The seed of ``variant``'s alignment and evaluation: its own, else the run's."""
+    own = config["variants"][variant].get("seed")
+    return config["seed"] if own is None else own
 
 
 #: The variant keys that override a top-level section, checked against that section's schema.

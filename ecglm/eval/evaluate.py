@@ -375,6 +375,38 @@ def metric_intervals(eval_set: EvalSet, y_pred: np.ndarray, probs: np.ndarray, m
     return out
 
 
+def seed_mean_intervals(members: Sequence[Mapping[str, np.ndarray]], task: str, seed: int) -> dict[str, Any]:
+    """The interval of the mean over seeds of each table metric: ``members`` are one evaluation per seed
+    (``y_true``, ``y_pred``, ``probs``, ``groups``: arrays over that evaluation's ECGs; the ECGs may differ,
+    as seeded subsets do). Each draw takes the test patients of all members with replacement, computes
+    every member's metric on its ECGs of the drawn patients, and averages over the members; a draw where
+    a member's metric is undefined is left out. ``{metric: [low, high] or None}``."""
+    k = len(task_classes(task))
+    patients = np.unique(np.concatenate([np.asarray(m["groups"]) for m in members]))  # [G]
+    draws = numpy_rng(seed, "bootstrap").integers(0, len(patients), size=(BOOTSTRAP_REPS, len(patients)))
+    per_member = []  # (rows of each patient [G], metric functions)
+    for m in members:
+        position = np.searchsorted(patients, np.asarray(m["groups"]))  # [M] patient number of each ECG
+        rows = [np.flatnonzero(position == g) for g in range(len(patients))]
+        y_true, y_pred, probs = (np.asarray(m[key]) for key in ("y_true", "y_pred", "probs"))
+        functions = {name: table_metric(name, y_true.astype(np.int64), y_pred.astype(np.int64),
+                                        probs.astype(np.float64), k) for name in INTERVAL_METRICS}  # fmt: skip
+        per_member.append((rows, functions))
+    values: dict[str, list[float]] = {name: [] for name in INTERVAL_METRICS}
+    for drawn in draws:
+        means: dict[str, list[float | None]] = {name: [] for name in INTERVAL_METRICS}
+        for rows, functions in per_member:
+            chosen = np.concatenate([rows[g] for g in drawn])
+            for name in INTERVAL_METRICS:
+                means[name].append(functions[name](chosen) if len(chosen) else None)
+        for name, got in means.items():
+            if all(v is not None and np.isfinite(v) for v in got):
+                values[name].append(float(np.mean(got)))
+    tail = (1.0 - BOOTSTRAP_LEVEL) / 2.0
+    return {name: ([float(q) for q in np.quantile(got, [tail, 1.0 - tail])] if len(got) * 2 >= BOOTSTRAP_REPS
+                   else None) for name, got in values.items()}  # fmt: skip
+
+
 def result_record(
     eval_set: EvalSet,
     y_pred: np.ndarray,
@@ -401,6 +433,7 @@ def result_record(
         "intervals": metric_intervals(eval_set, y_pred, probs, metrics, seed=setting.get("seed") or DEFAULT_SEED),
         "predictions": {
             "ecg_id": [int(e) for e in eval_set.ecg_ids],
+            "group": [g.item() if hasattr(g, "item") else g for g in eval_set.groups],  # the bootstrap's unit
             "true": [letters[i] for i in eval_set.y],
             "predicted": [letters[i] if i >= 0 else "none" for i in np.asarray(y_pred, dtype=np.int64)],
             "probabilities": np.asarray(probs, dtype=np.float64).tolist(),

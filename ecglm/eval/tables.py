@@ -24,11 +24,16 @@ import json
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from ecglm.core.atomic import write_text_atomic
+from ecglm.core.config import SEED_SUFFIX
 from ecglm.core.errors import StageError
+from ecglm.eval.evaluate import DEFAULT_SEED, seed_mean_intervals
 from ecglm.eval.protocol import protocol_facts, render_protocol
 
 log = logging.getLogger(__name__)
@@ -134,13 +139,61 @@ def _fmt(value: float | None) -> str:
     return MISSING if value is None else f"{value:.3f}"
 
 
-def _fmt_interval(value: float | None, interval: tuple[float, float] | None, paper: bool) -> str:
-    """``0.817 [0.752, 0.880]``; the paper's figures come without an interval."""
+def _fmt_interval(value: float | None, interval: tuple[float, float] | None, paper: bool,
+                  sd: float | None = None) -> str:
+    """``0.817 [0.752, 0.880]``, or with the standard deviation over seeds ``0.817 ± 0.021 [0.752, 0.880]``;
+    the paper's figures come without an interval."""
     if value is None:
         return MISSING
     if paper:
         return f"{value:.3f}"
-    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{value:.3f} [{MISSING}]"
+    spread = "" if sd is None else f" ± {sd:.3f}"
+    bounds = f"{interval[0]:.3f}, {interval[1]:.3f}" if interval else MISSING
+    return f"{value:.3f}{spread} [{bounds}]"
+
+
+def _seed_base(variant: str, variants: set[str]) -> str | None:
+    """The variant that ``variant`` is a seed replica of (V for V-seed7, when V is there), else None."""
+    match = re.fullmatch(rf"(.+){re.escape(SEED_SUFFIX)}\d+", variant)
+    return match.group(1) if match and match.group(1) in variants else None
+
+
+def seed_summaries(docs: list[tuple[Path, dict[str, Any]]]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """A row per (variant, mode) evaluated with several seeds (V and its replicas V-seed<S>): per task the
+    mean of each metric over the seeds, its standard deviation (``sd``) and the interval of the mean over
+    the test patients (:func:`ecglm.eval.evaluate.seed_mean_intervals`)."""
+    variants = {path.parent.name for path, _ in docs}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for path, doc in docs:
+        base = _seed_base(path.parent.name, variants) or path.parent.name
+        groups.setdefault((base, str(doc["mode"]), str(doc["task"])), []).append(doc)
+    rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for (base, mode, task), members in sorted(groups.items()):
+        if len(members) < 2:
+            continue
+        seeds = sorted(str(m.get("seed")) for m in members)
+        values: dict[str, Any] = {"sd": {}, "n": members[0].get("n"), "of": None,
+                                  "llm": (members[0].get("model") or {}).get("llm_label")}  # fmt: skip
+        for m, _, _ in METRICS:
+            got = [doc.get(m) for doc in members]
+            defined = all(isinstance(v, (int, float)) for v in got)
+            values[m] = float(np.mean(got)) if defined else None
+            values["sd"][m] = float(np.std(got, ddof=1)) if defined else None
+        values["intervals"] = seed_mean_intervals([_arrays(doc) for doc in members], task,
+                                                  seed=int(members[0].get("seed") or DEFAULT_SEED))  # fmt: skip
+        rows.setdefault((f"{base} (mean of {len(members)} seeds: {', '.join(seeds)})", mode), {})[task] = values
+    return rows
+
+
+def _arrays(doc: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """An eval JSON's predictions as the arrays of :func:`seed_mean_intervals`."""
+    letters = list(doc["options"])
+    index = {letter: i for i, letter in enumerate(letters)} | {"none": -1}
+    predictions = doc["predictions"]
+    return {"y_true": np.array([index[t] for t in predictions["true"]]),
+            "y_pred": np.array([index[p] for p in predictions["predicted"]]),
+            "probs": np.array(predictions["probabilities"], dtype=np.float64),
+            "groups": np.array(predictions.get("group", predictions["ecg_id"]))}  # fmt: skip
 
 
 def table_rows(collected: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]]) -> list[tuple[str, str, dict]]:
@@ -192,19 +245,19 @@ def render_markdown(rows: list[tuple[str, str, dict]]) -> str:
             values = tasks[task]
             cells = [variant, mode or "-", "BioMedGPT-LM-7B" if is_paper else row_llm(tasks),
                      "-" if is_paper else row_ecgs({task: values}, (task,))]  # fmt: skip
-            intervals = values.get("intervals") or {}
-            cells += [_fmt_interval(values.get(m), intervals.get(m), is_paper) for m, _, _ in METRICS]
+            intervals, sd = values.get("intervals") or {}, values.get("sd") or {}
+            cells += [_fmt_interval(values.get(m), intervals.get(m), is_paper, sd.get(m)) for m, _, _ in METRICS]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def render_csv(rows: list[tuple[str, str, dict]]) -> str:
     """CSV: variant, mode, llm, then ``{task}_{metric}`` (3 decimals) with its interval's ``_low`` and
-    ``_high``, ``{task}_n`` and ``{task}_of`` (the test ECGs a smoke-scale subset was drawn from); empty cell
-    = missing."""
+    ``_high`` and, on a row of several seeds, its standard deviation over them (``_sd``), ``{task}_n`` and
+    ``{task}_of`` (the test ECGs a smoke-scale subset was drawn from); empty cell = missing."""
     header = ["variant", "mode", "llm"]
     for task in TASK_ORDER:
-        header += [f"{task}_{suffix}{end}" for _, _, suffix in METRICS for end in ("", "_low", "_high")]
+        header += [f"{task}_{suffix}{end}" for _, _, suffix in METRICS for end in ("", "_low", "_high", "_sd")]
         header += [f"{task}_n", f"{task}_of"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -214,11 +267,12 @@ def render_csv(rows: list[tuple[str, str, dict]]) -> str:
         cells = [variant, mode, "" if llm == "-" else llm]
         for task in TASK_ORDER:
             values = tasks.get(task, {})
-            intervals = values.get("intervals") or {}
+            intervals, sd = values.get("intervals") or {}, values.get("sd") or {}
             for m, _, _ in METRICS:
                 pair = intervals.get(m) or ("", "")
                 cells += ["" if values.get(m) is None else f"{values[m]:.3f}",
-                          *("" if v == "" else f"{v:.3f}" for v in pair)]  # fmt: skip
+                          *("" if v == "" else f"{v:.3f}" for v in pair),
+                          "" if sd.get(m) is None else f"{sd[m]:.3f}"]  # fmt: skip
             cells.append("" if values.get("n") is None else str(values["n"]))
             cells.append("" if values.get("of") is None else str(values["of"]))
         writer.writerow(cells)
@@ -234,7 +288,7 @@ def write_tables(eval_dir: str | os.PathLike, out: str | os.PathLike,
     if out.suffix in (".md", ".csv"):
         out = out.with_suffix("")
     docs = read_docs(eval_dir)
-    rows = table_rows(collect(docs))
+    rows = table_rows({**collect(docs), **seed_summaries(docs)})
     md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
     facts_path = out.with_name(out.name + ".protocol.json")
     facts = protocol_facts((doc for _, doc in docs), config)
