@@ -49,7 +49,7 @@ def test_variant_defaults_are_filled_per_variant():
     config = validate_config({"variants": {"full": {}, "ecg-only": {"prompt": "ecg-only", "align_from": "full"}}})
     assert config["variants"]["full"] == {
         "align": {}, "encoder_pretrain": True, "expansion": True, "prompt": "full", "control": "none",
-        "align_from": None, "llm": None, "max_test_ecgs": None,
+        "align_from": None, "llm": None, "max_test_ecgs": None, "seed": None,
     }
     assert config["variants"]["ecg-only"]["prompt"] == "ecg-only"
     with pytest.raises(StageError, match="config key 'variants.x.promt'"):
