@@ -23,7 +23,6 @@ little such a figure can tell.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from ecglm.core.stats import wilson
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = Path(os.environ.get("ECGLM_SHARED", REPO_ROOT.parent / "shared")) / "ptbxl-sample"
@@ -64,17 +65,6 @@ COMPARISONS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
 }
 # statements about rate and rhythm: the targets of issue 21 exempt them (a normal ECG is in sinus rhythm)
 RATE_AND_RHYTHM = ("sinus_rhythm", "sinus_bradycardia", "sinus_tachycardia", "sinus_arrhythmia")
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n ((nan, nan) for n = 0)."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _fmt(k: int, n: int) -> str:

@@ -25,6 +25,7 @@ STAGE_MODULES = [
     "ecglm.text.translate.cli",
     "ecglm.text.describe",
     "ecglm.text.expand",
+    "ecglm.text.scrub",
     "ecglm.train.train_encoder",
     "ecglm.models.fetch_llm",
     "ecglm.train.demo_llm",
