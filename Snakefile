@@ -44,6 +44,13 @@ else:
 
 
 include: "rules/prepare.smk"
+
+
+if config["qa"]["source"]:
+
+    include: "rules/qa.smk"
+
+
 include: "rules/text.smk"
 include: "rules/expand.smk"
 include: "rules/encoder.smk"

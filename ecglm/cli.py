@@ -22,6 +22,7 @@ STAGE_MODULES = [
     "ecglm.data.demo.cli",
     "ecglm.data.prepare",
     "ecglm.data.measure",
+    "ecglm.data.qa",
     "ecglm.text.translate.cli",
     "ecglm.text.describe",
     "ecglm.text.expand",

@@ -206,9 +206,18 @@ def eval_outputs():
     return outputs
 
 
+QA = config["qa"]
+
+
+def qa_folder():
+    """The ECG-QA folder that qa-data reads: the demo world's, or the user's (qa.source)."""
+    return f"{DEMO_DIR}/ecg-qa" if QA["source"] == "demo" else QA["source"]
+
+
 def final_outputs():
     """What `snakemake` (rule all) builds with this config."""
     return [
+        *([f"{RESULTS}/qa/data/summary.json"] if QA["source"] else []),
         f"{RESULTS}/data/features_measured.parquet",
         f"{RESULTS}/text/reports_en.parquet",
         f"{RESULTS}/encoder/pretrained/metrics.json",

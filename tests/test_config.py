@@ -227,3 +227,10 @@ def test_a_seed_replica_aligns_and_evaluates_with_its_seed(repo_root, tmp_path):
     out = proc.stdout
     assert "results/ci/align/full-seed7/model.safetensors" in out and "--set=seed=7" in out
     assert "--seed 7 --out 'results/ci/eval/shuffled-seed7/" in out
+
+
+def test_the_demo_worlds_ecg_qa_needs_the_demo_world():
+    assert validate_config({})["qa"] == {"source": "demo", "wording": "paraphrased"}
+    with pytest.raises(StageError, match="config key 'qa.source': demo needs data.source demo"):
+        validate_config({"data": {"source": "physionet"}})
+    assert validate_config({"data": {"source": "physionet"}, "qa": {"source": None}})["qa"]["source"] is None

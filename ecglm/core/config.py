@@ -129,6 +129,9 @@ def _check_consistency(config: dict, source: str) -> None:
             f"{source} is invalid:\n  config key 'data.fs': {data['fs']} Hz is not among "
             f"data.sampling_rates {data['sampling_rates']}"
         )
+    if config["qa"]["source"] == "demo" and data["source"] != "demo":
+        raise StageError(f"{source} is invalid:\n  config key 'qa.source': demo needs data.source demo (set it to "
+                         "your ECG-QA folder, or null)")
     _check_llms(config, source)
     _check_variants(config["variants"], source)
     _check_variant_llms(config, source)
