@@ -7,12 +7,14 @@ tests/data/pii_testset.json was written before the scrubber and its rules were t
 figures flatter; tests/data/pii_heldout.json was written after the rules were fixed and never used to tune
 them: its figures are the honest ones (small: their Wilson intervals say how little they pin down). Prints
 recall per kind (a string counts as found when it is gone and its kind's placeholder is there), the share
-of clinical terms and of eponyms kept verbatim, with 95% Wilson intervals.
+of clinical terms and of eponyms kept verbatim, with 95% Wilson intervals. A name counts as found only when
+every word of it is gone ("[NAME] Williams" is a miss).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,6 +25,13 @@ from ecglm.text.scrub import KINDS, scrub_item
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 
+def gone(value: str, out: str, kind: str) -> bool:
+    """Whether ``value`` is out of ``out``: for a name, each of its words (as a word); else the whole string."""
+    if kind != "NAME":
+        return value not in out
+    return not any(re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", out) for word in value.split())
+
+
 def measure(path: Path) -> dict[str, tuple[int, int]]:
     """``{kind or "clinical terms" or "eponyms": (kept or found, total)}`` on one set."""
     found, total = Counter(), Counter()
@@ -31,7 +40,7 @@ def measure(path: Path) -> dict[str, tuple[int, int]]:
         for kind, values in item["pii"].items():
             for value in values:
                 total[kind] += 1
-                found[kind] += value not in out and f"[{kind}]" in out
+                found[kind] += gone(value, out, kind) and f"[{kind}]" in out
         for key in ("keep", "eponyms"):
             name = "clinical terms" if key == "keep" else "eponyms"
             total[name] += len(item[key])

@@ -300,7 +300,7 @@ def zero_shot_args(wildcards, input):
     llm = VARIANT_LLMS[wildcards.variant]
     args = [f"--prompt {variant['prompt']}", f"--control {variant['control']}", f"--llm {shlex.quote(LLM_DIRS[llm])}"]
     if variant["max_test_ecgs"]:
-        args.append(f"--max-test-ecgs {variant['max_test_ecgs']}")
+        args.append(f"--max-test-ecgs {variant['max_test_ecgs']} --subset-seed {config['seed']}")
     if "model" in input.keys():
         args.append(f"--align {shlex.quote(os.path.dirname(input.model))}")
     return " ".join(args)

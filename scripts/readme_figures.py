@@ -26,6 +26,8 @@ import re
 import sys
 from pathlib import Path
 
+from ecglm.core.atomic import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SNAPSHOTS = ROOT / "docs" / "figures"
@@ -87,9 +89,13 @@ def snapshot(run: Path) -> dict:
     times = {}
     for bench in sorted((run / "benchmarks").rglob("*.tsv")):
         with open(bench, newline="") as fh:
-            first = next(csv.DictReader(fh, delimiter="\t"))
+            first = next(csv.DictReader(fh, delimiter="\t"), None)
+        if first is None:
+            raise SystemExit(f"{bench}: an empty benchmark file (the job did not finish?)")
         times[str(bench.relative_to(run / "benchmarks").with_suffix(""))] = round(float(first["s"]), 1)
     protocol = json.loads((run / "tables" / "classification.protocol.json").read_text())
+    if protocol["config_sha256"] is None:
+        raise SystemExit(f"{run}/tables: made without the run's config (run the tables through Snakemake)")
     return {
         "run": run.name,
         "made_with": {"cpu": cpu_model(), "cores": os.cpu_count(), "git_commit": protocol["code"]["git_commit"],
@@ -155,7 +161,8 @@ def write(readme: Path = README) -> list[str]:
         if new != text:
             changed.append(run)
             text = new
-    readme.write_text(text, encoding="utf-8")
+    if changed:
+        write_text_atomic(readme, text)
     return changed
 
 
@@ -198,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "snapshot":
         snap = snapshot(args.run)
         SNAPSHOTS.mkdir(parents=True, exist_ok=True)
-        (SNAPSHOTS / f"{snap['run']}.json").write_text(json.dumps(snap, indent=1) + "\n", encoding="utf-8")
+        write_text_atomic(SNAPSHOTS / f"{snap['run']}.json", json.dumps(snap, indent=1) + "\n")
         print(f"wrote docs/figures/{snap['run']}.json; README blocks changed: {write() or 'none'}")
         return 0
     if args.command == "write":

@@ -214,6 +214,9 @@ def test_seeds_make_a_replica_of_every_variant_with_its_seed():
     assert validate_config(config)["variants"] == variants  # a second validation adds nothing
     with pytest.raises(StageError, match="config key 'seeds'"):
         validate_config({"seeds": [7, 7]})
+    # a variant evaluating a variant that has its own seed gets no replica (it would point at none)
+    own = validate_config({"seeds": [1234, 7], "variants": {"full": {"seed": 5}, "shuffled": {"align_from": "full"}}})
+    assert sorted(own["variants"]) == ["full", "shuffled"] and validate_config(own) == own
 
 
 def test_a_seed_replica_aligns_and_evaluates_with_its_seed(repo_root, tmp_path):
@@ -230,7 +233,7 @@ def test_a_seed_replica_aligns_and_evaluates_with_its_seed(repo_root, tmp_path):
 
 
 def test_the_demo_worlds_ecg_qa_needs_the_demo_world():
-    assert validate_config({})["qa"] == {"source": "demo", "wording": "paraphrased"}
+    assert validate_config({})["qa"] == {"source": "demo", "wording": "paraphrased"}  # auto: the demo world's
+    assert validate_config({"data": {"source": "physionet"}})["qa"]["source"] is None  # auto: none
     with pytest.raises(StageError, match="config key 'qa.source': demo needs data.source demo"):
-        validate_config({"data": {"source": "physionet"}})
-    assert validate_config({"data": {"source": "physionet"}, "qa": {"source": None}})["qa"]["source"] is None
+        validate_config({"data": {"source": "physionet"}, "qa": {"source": "demo"}})

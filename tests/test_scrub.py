@@ -17,33 +17,17 @@ from ecglm.text.scrub import KINDS, scrub_file, scrub_item, scrub_text
 TESTSET = Path(__file__).parent / "data" / "pii_testset.json"
 
 
-def score(items: list[dict]) -> tuple[dict[str, float], float, float]:
-    """Recall per kind (the string is gone and the kind's placeholder is there), the share of clinical terms
-    kept verbatim, and the share of eponyms kept."""
-    found, total = Counter(), Counter()
-    kept = [0, 0]
-    eponyms = [0, 0]
-    for item in items:
-        out = scrub_item({"input": item["text"]}, Counter())["input"]
-        for kind, values in item["pii"].items():
-            for value in values:
-                total[kind] += 1
-                found[kind] += value not in out and f"[{kind}]" in out
-        kept[0] += sum(term in out for term in item["keep"])
-        kept[1] += len(item["keep"])
-        eponyms[0] += sum(term in out for term in item["eponyms"])
-        eponyms[1] += len(item["eponyms"])
-    return {kind: found[kind] / total[kind] for kind in KINDS}, kept[0] / kept[1], eponyms[0] / eponyms[1]
-
-
 def test_recall_per_kind_and_clinical_terms_on_the_hand_written_test_set():
+    from bench.scrub_pii import measure
+
     items = json.loads(TESTSET.read_text())["items"]
     counts = Counter(kind for item in items for kind, values in item["pii"].items() for _ in values)
     assert all(counts[kind] >= 10 for kind in KINDS), counts
-    recall, kept, eponyms = score(items)
-    print(f"recall {recall}; clinical terms kept {kept:.3f}; eponyms kept {eponyms:.3f}")
-    assert all(r >= 0.9 for r in recall.values()), recall
-    assert kept >= 0.95 and eponyms == 1.0
+    figures = measure(TESTSET)  # a name is found only when every word of it is gone
+    print(figures)
+    assert all(figures[kind][0] >= 0.9 * figures[kind][1] for kind in KINDS), figures
+    kept, eponyms = figures["clinical terms"], figures["eponyms"]
+    assert kept[0] >= 0.95 * kept[1] and eponyms[0] == eponyms[1]
 
 
 def test_it_runs_with_the_network_blocked(tmp_path, monkeypatch):
@@ -107,3 +91,26 @@ def test_the_cli(tmp_path, capsys):
     assert cli.main(["scrub-pii", "--in", str(src), "--out", str(tmp_path / "s.json")]) == 0
     assert json.loads(capsys.readouterr().out)["EMAIL"] == 1
     assert cli.main(["scrub-pii", "--in", str(tmp_path / "missing.json"), "--out", str(tmp_path / "s.json")]) == 1
+
+
+def test_ordinary_clinical_english_is_not_taken_for_personal_data():
+    """Phrases a review found misread: each must come out unchanged."""
+    for text in ("Report said. Atrial Fibrillation", "The 6 Minute Walk Test was normal.",
+                 "furosemide 40 via IV, then 20 via NG tube", "Beta Blockade 2 weeks ago.",
+                 "ECG at 2023-05-12 10:30 showed AF.", "Vitals: 120 80 72 98", "My BP numbers were 138 88 76",
+                 "a number of PVCs 1200-1500 a day", "Is Concor safe? I take a drug named Concor 5 mg."):  # fmt: skip
+        assert scrub_text(text, Counter()) == text, text
+
+
+def test_a_surname_that_is_also_an_eponym_goes_after_a_title_or_an_introduction():
+    assert scrub_text("Dr. Johnson said the Holter was fine.", Counter()) == "Dr. [NAME] said the Holter was fine."
+    assert scrub_text("I am Sarah Williams, 40.", Counter()) == "I am [NAME], 40."
+    assert scrub_text("Hi, Holter showed 1,200 ectopics.", Counter()) == "Hi, Holter showed 1,200 ectopics."
+    counts = Counter()
+    item = scrub_item({"input": "Take Aspirin? My question.", "output": "Rest well. Take Care"}, counts)
+    assert item["input"] == "Take Aspirin? My question." and not counts["NAME"]
+
+
+def test_a_long_text_without_punctuation_is_scrubbed_in_linear_time():
+    text = "chat doctor " + "word " * 20_000  # quadratic matching would take seconds to minutes
+    assert scrub_text(text, Counter()) == ""

@@ -16,7 +16,7 @@ from ecglm.eval.tables import PAPER_LABEL, collect, write_tables
 GOLDEN_MD = """\
 # Zero-shot classification (the paper's Table 2)
 
-Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P / R / F1 = macro precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. Each figure is followed by its 95% percentile bootstrap interval (1,000 draws of the test patients with replacement, a patient's ECGs drawn together); two rows whose intervals overlap are not shown to differ. The paper reports no intervals. n/a = not reported or not defined. "n of m": a smoke-scale row, scored on a class-stratified subset of n of the m test ECGs (its figures are not comparable with the full rows').
+Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P / R / F1 = macro precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. Each figure is followed by its 95% percentile bootstrap interval (1,000 draws of the test patients with replacement, a patient's ECGs drawn together). Intervals that overlap do not show two rows equal, nor do they show them different: that takes a paired comparison on the same draws. The paper reports no intervals. n/a = not reported or not defined. "n of m": a smoke-scale row, scored on a class-stratified subset of n of the m test ECGs (its figures are not comparable with the full rows').
 
 ## diagnostic
 

@@ -69,9 +69,17 @@ def validate_config(config: dict, schema: dict | None = None, source: str = "con
         lines = _variant_override_errors(config, schema)
     if lines:
         raise StageError(f"{source} is invalid:\n  " + "\n  ".join(lines))
+    _resolve_qa_source(config)
     _check_consistency(config, source)
     _add_seed_replicas(config)
+    _check_variants(config["variants"], source)
     return config
+
+
+def _resolve_qa_source(config: dict) -> None:
+    """qa.source auto: the demo world's ECG-QA with data.source demo, else none."""
+    if config["qa"]["source"] == "auto":
+        config["qa"]["source"] = "demo" if config["data"]["source"] == "demo" else None
 
 
 #: A seed replica of variant V is named V + SEED_SUFFIX + its seed (V-seed7).
@@ -81,9 +89,11 @@ SEED_SUFFIX = "-seed"
 def _add_seed_replicas(config: dict) -> None:
     """For every seed of ``seeds`` (but the run's), a replica of each variant that has no seed of its own,
     named V-seed<S>, with that seed and, where V evaluates another variant's model, that variant's replica
-    of the same seed. Idempotent: a replica already there is left as it is."""
+    of the same seed (a V whose align_from variant has a seed of its own gets none). Idempotent: a replica
+    already there is left as it is."""
     variants = config["variants"]
-    originals = {name: variant for name, variant in variants.items() if variant["seed"] is None}
+    originals = {name: variant for name, variant in variants.items() if variant["seed"] is None
+                 and (variant["align_from"] is None or variants[variant["align_from"]]["seed"] is None)}  # fmt: skip
     for seed in config["seeds"]:
         if seed == config["seed"]:
             continue

@@ -69,6 +69,12 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
+def _no_bool_items(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and any(isinstance(item, bool) for item in value):
+        raise ValueError(f"expected numbers, got {list(value)!r}")
+    return value
+
+
 def _a_bool(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
@@ -102,6 +108,8 @@ def _adapters(cls: type) -> dict[str, TypeAdapter]:
         elif tp is bool:
             extras.append(BeforeValidator(_a_bool))  # pydantic would read 1 as true
         elif typing.get_origin(tp) is list:
+            if typing.get_args(tp)[0] in (int, float):
+                extras.append(BeforeValidator(_no_bool_items))  # [true, 5] is not [1, 5]
             extras.append(BeforeValidator(_comma_list))
         if meta.get("unique"):
             extras += [Field(json_schema_extra={"uniqueItems": True}), AfterValidator(_distinct)]

@@ -90,6 +90,9 @@ def check_question(q: Any, path: Path, index: int) -> None:
         raise StageError(f"{where}: answer must be a non-empty list of strings (['none'] when empty)")
     if not q["ecg_id"] or not all(isinstance(e, int) and not isinstance(e, bool) for e in q["ecg_id"]):
         raise StageError(f"{where}: ecg_id must be a non-empty list of integers")
+    attribute = q.get("attribute")
+    if attribute is not None and not (isinstance(attribute, list) and all(isinstance(a, str) for a in attribute)):
+        raise StageError(f"{where}: attribute must be a list of strings or null, got {attribute!r}")
 
 
 def read_split(root: Path, wording: str, split: str) -> tuple[list[Path], list[tuple[Path, dict[str, Any]]]]:

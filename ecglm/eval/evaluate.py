@@ -314,21 +314,23 @@ def table_metric(name: str, y_true: np.ndarray, y_pred: np.ndarray, probs: np.nd
         return tp, support, precision, recall
 
     n = len(y_true)
-    if name == "macro_auc":  # [k, n, n]: 1 where row i's probability of class j beats row l's, 1/2 for a tie
-        beats = np.stack([(probs[:, j, None] > probs[None, :, j]) + 0.5 * (probs[:, j, None] == probs[None, :, j])
-                          for j in range(k)]).astype(np.float32)  # fmt: skip
+    # [k] the rank level of each row's probability of class j (tied probabilities share a level)
+    levels = [np.unique(probs[:, j], return_inverse=True)[1] for j in range(k)] if name == "macro_auc" else []
 
     def auc(rows: np.ndarray) -> float | None:
-        """Mean over classes of the one-vs-rest AUC, P(positive scores above negative) + P(tie) / 2, with
-        each row weighted by how often the draw holds it (the Mann-Whitney statistic of the drawn rows)."""
-        weight = np.bincount(rows, minlength=n).astype(np.float32)  # [n]
+        """Mean over classes of the one-vs-rest AUC, P(a positive scores above a negative) + P(tie) / 2, each
+        row weighted by how often the draw holds it (the Mann-Whitney statistic of the drawn rows): O(n)."""
+        weight = np.bincount(rows, minlength=n).astype(np.float64)  # [n]
         values = []
         for j in range(k):
             positive = weight * (y_true == j)  # [n]
-            negative = weight - positive  # [n]
-            if positive.sum() == 0 or negative.sum() == 0:
+            n_levels = int(levels[j].max()) + 1
+            pos = np.bincount(levels[j], weights=positive, minlength=n_levels)  # [L] positive weight per level
+            neg = np.bincount(levels[j], weights=weight - positive, minlength=n_levels)  # [L]
+            if pos.sum() == 0 or neg.sum() == 0:
                 return None
-            values.append(float(positive @ beats[j] @ negative) / float(positive.sum() * negative.sum()))
+            below = np.cumsum(neg) - neg  # [L] negative weight strictly below each level
+            values.append(float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum())))
         return float(np.mean(values))
 
     def f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
@@ -430,7 +432,7 @@ def result_record(
             "rule": "class-stratified, seeded", "n": len(eval_set), "of": eval_set.n_single_class,
         },
         **metrics,
-        "intervals": metric_intervals(eval_set, y_pred, probs, metrics, seed=setting.get("seed") or DEFAULT_SEED),
+        "intervals": metric_intervals(eval_set, y_pred, probs, metrics, seed=DEFAULT_SEED if setting.get("seed") is None else setting["seed"]),
         "predictions": {
             "ecg_id": [int(e) for e in eval_set.ecg_ids],
             "group": [g.item() if hasattr(g, "item") else g for g in eval_set.groups],  # the bootstrap's unit
@@ -787,6 +789,7 @@ def evaluate_zero_shot(
     progress: bool = True,
     model_bundle: tuple | None = None,
     max_test_ecgs: int | None = None,
+    subset_seed: int | None = None,
 ) -> dict[str, Any]:
     """Run one zero-shot evaluation and write its JSON (see the module docstring); return the document.
 
@@ -796,8 +799,8 @@ def evaluate_zero_shot(
     _check_options(mode, prompt, control, likelihood_score, batch_size, max_new_tokens)
     records = Path(records)
     eval_set = load_eval_set(records, task)
-    if max_test_ecgs is not None:
-        eval_set = subset_eval_set(eval_set, max_test_ecgs, seed)
+    if max_test_ecgs is not None:  # the same subset for every seed of a variant: --subset-seed (default --seed)
+        eval_set = subset_eval_set(eval_set, max_test_ecgs, seed if subset_seed is None else subset_seed)
         if eval_set.n_single_class is not None:
             log.info("%s: a class-stratified subset of %d of the %d test ECGs (--max-test-ecgs)",
                      task, len(eval_set), eval_set.n_single_class)  # fmt: skip
@@ -911,6 +914,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"seed of the shuffled control's permutation and of --max-test-ecgs's subset (default {DEFAULT_SEED})")
     p.add_argument("--max-test-ecgs", type=int, default=None,
                    help="evaluate a class-stratified subset of at most this many test ECGs (smoke-scale rows; default: all)")
+    p.add_argument("--subset-seed", type=int, default=None,
+                   help="seed of --max-test-ecgs's subset (default: --seed); the workflow passes the run's seed, so "
+                        "that the seed replicas of a variant score the same ECGs")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
                    help="LLM dtype: auto = bfloat16 on a capable GPU, float32 on CPU")  # fmt: skip
@@ -939,7 +945,7 @@ def run(args: argparse.Namespace) -> int:
             align=args.align, llm=args.llm, prompt=args.prompt, control=args.control, seed=args.seed,
             batch_size=args.batch_size, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
             likelihood_score=args.likelihood_score, device=args.device, dtype=args.dtype, out=out, progress=not args.no_progress, model_bundle=bundle,
-            max_test_ecgs=args.max_test_ecgs,
+            max_test_ecgs=args.max_test_ecgs, subset_seed=args.subset_seed,
         )  # fmt: skip
     return 0
 

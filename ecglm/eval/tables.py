@@ -172,7 +172,8 @@ def seed_summaries(docs: list[tuple[Path, dict[str, Any]]]) -> dict[tuple[str, s
         if len(members) < 2:
             continue
         seeds = sorted(str(m.get("seed")) for m in members)
-        values: dict[str, Any] = {"sd": {}, "n": members[0].get("n"), "of": None,
+        subset = members[0].get("subset") if isinstance(members[0].get("subset"), dict) else {}
+        values: dict[str, Any] = {"sd": {}, "n": members[0].get("n"), "of": subset.get("of"),
                                   "llm": (members[0].get("model") or {}).get("llm_label")}  # fmt: skip
         for m, _, _ in METRICS:
             got = [doc.get(m) for doc in members]
@@ -180,7 +181,7 @@ def seed_summaries(docs: list[tuple[Path, dict[str, Any]]]) -> dict[tuple[str, s
             values[m] = float(np.mean(got)) if defined else None
             values["sd"][m] = float(np.std(got, ddof=1)) if defined else None
         values["intervals"] = seed_mean_intervals([_arrays(doc) for doc in members], task,
-                                                  seed=int(members[0].get("seed") or DEFAULT_SEED))  # fmt: skip
+                                                  seed=DEFAULT_SEED if members[0].get("seed") is None else int(members[0]["seed"]))  # fmt: skip
         rows.setdefault((f"{base} (mean of {len(members)} seeds: {', '.join(seeds)})", mode), {})[task] = values
     return rows
 
@@ -230,7 +231,8 @@ def render_markdown(rows: list[tuple[str, str, dict]]) -> str:
         "Test-split ECGs with exactly one of the task's five classes. acc = accuracy; P / R / F1 = macro "
         "precision / recall / F1; bal. acc = balanced accuracy; AUC = macro one-vs-rest AUC. Each figure is "
         "followed by its 95% percentile bootstrap interval (1,000 draws of the test patients with replacement, "
-        "a patient's ECGs drawn together); two rows whose intervals overlap are not shown to differ. The "
+        "a patient's ECGs drawn together). Intervals that overlap do not show two rows equal, nor do they "
+        "show them different: that takes a paired comparison on the same draws. The "
         f"paper reports no intervals. {MISSING} = not reported or not defined. \"n of m\": a smoke-scale row, "
         "scored on a class-stratified subset of n of the m test ECGs (its figures are not comparable with the "
         "full rows').",

@@ -99,7 +99,7 @@ _TITLE = r"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Professor|Sir|Dame)\b\.?\s+"
 _RELATION = (r"\b(?i:my)\s+(?:husband|wife|son|daughter|mother|mom|mum|father|dad|brother|sister|partner|boyfriend|"
              r"girlfriend|friend|niece|nephew|cousin|uncle|aunt|grandmother|grandma|grandfather|grandpa|grandson|"
              r"granddaughter|fianc[eé]e?|colleague|baby|child|kid|neighbou?r)\s+")  # fmt: skip
-_PATIENT = r"\b(?i:patient|pt\.|named)\s+"
+_PATIENT = r"\b(?i:patient|pt\.)\s+"
 _INTRO = r"(?i:\bi\s+am\s+called|\bi'm\s+called|\bmy\s+name\s+is|\bmy\s+name's|\bi\s+am|\bi'm|\bthis\s+is|\bcall\s+me)\s+"
 _GREETING = (r"(?:^|(?<=[.!?\n])\s*|(?<=\n))(?i:hi|hello|hey|dear|thanks|thank\s+you|regards|kind\s+regards|"
              r"best\s+regards|warm\s+regards|best\s+wishes|best|sincerely|cheers|yours\s+sincerely|yours)\s*,?\s+")  # fmt: skip
@@ -134,12 +134,14 @@ _PHONE = re.compile(
 )  # fmt: skip
 _UNIT_AFTER = re.compile(r"\s*(?:%|mm|cm|ms|s\b|sec|min|h\b|hr|hours?|days?|weeks?|months?|years?|mg|mcg|g\b|kg|lb|"
                          r"ml|mL|l\b|L\b|bpm|beats|mmHg|mmol|mg/dl|ng|IU|units?|degrees?|°|x\b|times)", re.IGNORECASE)  # fmt: skip
-_DATE_SHAPED = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}$")
-_PHONE_CONTEXT = re.compile(r"(?i)(?:call|phone|tel|cell|mobile|fax|whatsapp|contact|reach|message|text|number|sms)\W*"
+_DATE_SHAPED = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:[ T]\d{1,2})?$")  # a date, perhaps with an hour
+_PHONE_CONTEXT = re.compile(r"(?i)\b(?:call|phone|tel|cell|mobile|fax|whatsapp|contact|reach|message|sms)\b\W*"
                             r"(?:\w+\W+){0,3}$")  # fmt: skip
 
-_STREET_TYPES = (r"Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Court|Ct|Boulevard|Blvd|Way|Place|Pl|Terrace|Close|"
-                 r"Crescent|Square|Highway|Hwy|Parkway|Pkwy|Circle|Row|Walk|Gardens|Grove|Hill|Mews|Trail")  # fmt: skip
+_STREET_TYPES = (r"Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Court|Ct|Boulevard|Blvd|Terrace|Crescent|Highway|"
+                 r"Hwy|Parkway|Pkwy")  # fmt: skip
+#: Street words that are also ordinary words ("6 Minute Walk Test"): a street only when a comma follows.
+_WEAK_STREET_TYPES = r"Way|Place|Pl|Close|Square|Circle|Row|Walk|Gardens|Grove|Hill|Mews|Trail"
 _CITY = r"[A-Z][a-zA-Z'-]+(?:\s+[A-Z][a-zA-Z'-]+){0,2}"
 _POSTCODE = (r"(?:\d{5}(?:-\d{4})?|[A-Z]\d[A-Z]\s?\d[A-Z]\d|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}|\d{4}\s?[A-Z]{2})")
 _ADDRESS_TAIL = (rf"(?:,?\s*(?:(?:Apt|Apartment|Suite|Unit|Flat)\.?\s*\w+|(?:\d{{4,5}}\s+(?:[A-Z]{{2}}\s+)?)?{_CITY}"
@@ -147,15 +149,17 @@ _ADDRESS_TAIL = (rf"(?:,?\s*(?:(?:Apt|Apartment|Suite|Unit|Flat)\.?\s*\w+|(?:\d{
 _ADDRESS = re.compile(
     rf"(?P<x>(?:(?:Flat|Apt|Apartment|Unit|Suite)\.?\s*\w+,\s*)?"
     rf"(?:\d{{1,5}}[A-Za-z]?\s+(?:[A-Z][a-zA-Z'-]+\s+){{1,4}}(?:{_STREET_TYPES})\b\.?"
-    rf"|\d{{1,5}}\s+(?i:rue|impasse|avenue|allée|allee|chemin|place|boulevard|quai|cours|route|via|calle|rua)"
+    rf"|\d{{1,5}}[A-Za-z]?\s+(?:[A-Z][a-zA-Z'-]+\s+){{1,4}}(?:{_WEAK_STREET_TYPES})\b(?=,)"
+    rf"|\d{{1,5}}\s+(?:rue|impasse|avenue|allée|allee|chemin|boulevard|quai|calle|rua|Rue|Impasse|Calle|Rua)"
     rf"(?:\s+(?:d[eu]s?|de\s+la|del|della|do|da|l')?\s*[A-Z][\w'-]+){{1,3}}"
-    rf"|\d{{1,5}}\s+[A-Z][a-z]+(?:gracht|straat|straße|strasse|gasse|weg|laan|vej|gatan|gata|plein|kade)"
-    rf"|[A-Z][a-z]+(?:gracht|straat|straße|strasse|gasse|weg|laan|vej|gatan|gata|plein|kade)\s+\d{{1,5}}[a-z]?"
+    rf"|\d{{1,5}}\s+[A-Z][a-z]+(?:gracht|straat|straße|strasse|gasse|laan|vej|gatan|plein)\b"
+    rf"|[A-Z][a-z]+(?:gracht|straat|straße|strasse|gasse|laan|vej|gatan|plein)\s+\d{{1,5}}[a-z]?\b"
     rf"|P\.?\s?O\.?\s+Box\s+\d+)"
     rf"{_ADDRESS_TAIL})"
 )  # fmt: skip
 
-_ARTEFACT = re.compile(r"[^.!?\n]*\b(?:chat\s*doctor|chatdoctor)\b[^.!?\n]*[.!?]?\s*", re.IGNORECASE)
+_ARTEFACT = re.compile(r"\bchat\s*doctor\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?\n]")
 
 
 @functools.cache
@@ -180,40 +184,47 @@ def name_lists() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(first), frozenset(last)
 
 
-def _is_name_word(word: str) -> bool:
-    parts = re.split(r"[-'’]", word)  # Wolff-Parkinson-White; I've, I'm
-    return not any(part in EPONYMS or part in NOT_NAMES for part in parts if part)
+def _is_name_word(word: str, eponyms_too: bool = True) -> bool:
+    """Whether ``word`` may be (part of) a name: not a known non-name, nor (with ``eponyms_too``) an eponym."""
+    parts = [part for part in re.split(r"[-'’]", word) if part]  # Wolff-Parkinson-White; I've, I'm
+    return not any(part in NOT_NAMES or (eponyms_too and part in EPONYMS) for part in parts)
 
 
-def _name_spans(text: str) -> list[tuple[int, int]]:
-    """The spans of the names that the context shows, then of list names (a first name and a capitalised word)."""
-    spans: list[tuple[int, int]] = []
+def _name_spans(text: str) -> list[tuple[int, int, bool]]:
+    """``(start, end, announced)`` of the names found: those the context announces (a title, an introduction,
+    a relation, "patient", a greeting), then list names (a first and a last name of Faker's lists) and a
+    signature (a last line of two or three capitalised words, the first a listed first name). Only an
+    announced name is replaced wherever else it stands."""
+    spans: list[tuple[int, int, bool]] = []
 
-    def add(match: re.Match, group: str = "n") -> None:
-        if _MEDICAL_HEAD.match(text, match.end(group)):
-            return  # "Von Willebrand disease", "Dr. Holter monitor"
-        words = list(re.finditer(_NAME_WORD, match.group(group)))
-        offset = match.start(group)
-        kept = []
-        for w in words:  # keep the leading words that can be names
-            if not _is_name_word(w.group()):
-                break
-            kept.append(w)
-        if kept:
-            spans.append((offset + kept[0].start(), offset + kept[-1].end()))
-
-    for trigger in (_TITLE, _RELATION, _INTRO, _PATIENT, _GREETING + rf"(?:{_TITLE})?"):
-        for match in re.finditer(rf"{trigger}(?P<n>{_NAME_SEQ})", text, flags=re.MULTILINE):
-            add(match)
+    # after a title, "I am", "my son" or "patient" stands a person, even one called Smith or Wilson
+    for trigger in (_TITLE, _RELATION, _INTRO, _PATIENT):
+        for match in re.finditer(rf"{trigger}(?P<n>{_NAME_SEQ})", text):
+            _add_span(spans, text, match, announced=True, eponyms_too=False)
+    for match in re.finditer(rf"{_GREETING}(?:{_TITLE})?(?P<n>{_NAME_SEQ})", text, flags=re.MULTILINE):
+        _add_span(spans, text, match, announced=True, eponyms_too=True)  # "Hi, Holter showed": a sentence's start
     first, last = name_lists()
     for match in re.finditer(rf"(?P<n>{_NAME_WORD}(?:\s+{_NAME_WORD}){{1,2}})", text):
         words = match.group("n").split()
-        if (words[0] in first and all(w in last or w in first for w in words[1:]) and words[-1] in last
-                and all(_is_name_word(w) for w in words) and not _MEDICAL_HEAD.match(text, match.end("n"))):  # fmt: skip
-            spans.append(match.span("n"))
-    for match in re.finditer(rf"(?:^|(?<=[.!?]\s))(?P<n>{_NAME_WORD}(?:\s+{_NAME_WORD}){{1,2}})\s*$", text):
-        add(match)  # a lone last line of two or three capitalised words: a signature
+        if words[0] in first and all(w in last or w in first for w in words[1:]) and words[-1] in last:
+            _add_span(spans, text, match, announced=False, eponyms_too=True)
+    for match in re.finditer(rf"(?:^|(?<=[.!?]\s)|(?<=\n))(?P<n>{_NAME_WORD}(?:\s+{_NAME_WORD}){{1,2}})\s*$", text):
+        if match.group("n").split()[0] in first:
+            _add_span(spans, text, match, announced=False, eponyms_too=True)  # a signature line
     return spans
+
+
+def _add_span(spans: list, text: str, match: re.Match, announced: bool, eponyms_too: bool) -> None:
+    """Add the leading words of ``match``'s group ``n`` that can be names (none before a medical head word)."""
+    if _MEDICAL_HEAD.match(text, match.end("n")):
+        return  # "Von Willebrand disease", "Dr. Holter monitor"
+    kept = []
+    for w in re.finditer(_NAME_WORD, match.group("n")):
+        if not _is_name_word(w.group(), eponyms_too):
+            break
+        kept.append(w)
+    if kept:
+        spans.append((match.start("n") + kept[0].start(), match.start("n") + kept[-1].end(), announced))
 
 
 def _replace(text: str, pattern: re.Pattern, kind: str, counts: Counter, keep: Callable[[re.Match], bool] | None = None) -> str:
@@ -235,7 +246,7 @@ def _keep_phone(text: str) -> Callable[[re.Match], bool]:
         digits = sum(c.isdigit() for c in number)
         if not 7 <= digits <= 15 or _DATE_SHAPED.match(number) or _UNIT_AFTER.match(text, match.end()):
             return True
-        strong = number.startswith(("+", "(")) or digits >= 9
+        strong = number.startswith(("+", "(")) or digits >= 10
         return not (strong or _PHONE_CONTEXT.search(text[max(0, match.start() - 40): match.start()]))
 
     return keep
@@ -246,9 +257,8 @@ def scrub_text(text: str, counts: Counter, names: set[str] | None = None) -> str
     replacement; ``names`` (if given) gathers the names found, to be replaced wherever else they stand."""
     if not text:
         return text
-    before = len(text)
-    text = _ARTEFACT.sub("", text)
-    if len(text) != before:
+    if _ARTEFACT.search(text):
+        text = _drop_artefacts(text)
         counts["artefact"] += 1
     text = _replace(text, _EMAIL, "EMAIL", counts)
     text = _URL.sub(lambda m: _url(m, counts), text)
@@ -258,18 +268,35 @@ def scrub_text(text: str, counts: Counter, names: set[str] | None = None) -> str
     text = _replace(text, _SSN, "ID", counts)
     text = _replace(text, _PHONE, "PHONE", counts, keep=_keep_phone(text))
     spans = sorted(set(_name_spans(text)), reverse=True)
-    merged: list[tuple[int, int]] = []
-    for start, end in spans:  # right to left, overlapping spans as one
+    merged: list[tuple[int, int, bool]] = []
+    for start, end, announced in spans:  # right to left, overlapping spans as one
         if merged and start < merged[-1][1] and end > merged[-1][0]:
-            merged[-1] = (min(start, merged[-1][0]), max(end, merged[-1][1]))
+            merged[-1] = (min(start, merged[-1][0]), max(end, merged[-1][1]), announced or merged[-1][2])
         else:
-            merged.append((start, end))
-    for start, end in sorted(merged, reverse=True):
-        if names is not None:
-            names.update(w for w in re.findall(_NAME_WORD, text[start:end]) if _is_name_word(w))
+            merged.append((start, end, announced))
+    for start, end, announced in sorted(merged, reverse=True):
+        if names is not None and announced:
+            names.update(w for w in re.findall(_NAME_WORD, text[start:end]) if _is_name_word(w, eponyms_too=False))
         text = text[:start] + "[NAME]" + text[end:]
         counts["NAME"] += 1
     return text
+
+
+def _drop_artefacts(text: str) -> str:
+    """``text`` without the sentences that name ChatDoctor (each sentence found once: linear in the text)."""
+    out, start = [], 0
+    for match in _ARTEFACT.finditer(text):
+        if match.start() < start:
+            continue  # inside a sentence already dropped
+        begin = max((m.end() for m in _SENTENCE_END.finditer(text, start, match.start())), default=start)
+        end_match = _SENTENCE_END.search(text, match.end())
+        end = end_match.end() if end_match else len(text)
+        while end < len(text) and text[end] in " \t":
+            end += 1
+        out.append(text[start:begin])
+        start = end
+    out.append(text[start:])
+    return "".join(out)
 
 
 def _url(match: re.Match, counts: Counter) -> str:
