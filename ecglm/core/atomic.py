@@ -79,3 +79,21 @@ def swap_in_folder(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
     if old.exists():
         shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``out`` to fill: when the block ends normally it replaces ``out``
+    whole (:func:`swap_in_folder`); when it raises, it is removed and ``out`` stays as it was."""
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(out)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run of the same pid
+    tmp.mkdir()
+    try:
+        yield tmp
+        swap_in_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -29,12 +29,11 @@ import csv
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ecglm.core.atomic import swap_in_folder, write_text_atomic
+from ecglm.core.atomic import staged_folder, write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.data.ecg_data import read_records, read_records_schema
 
@@ -49,8 +48,6 @@ ALL_TYPES = (*KEPT_TYPES, "comparison_consecutive-verify", "comparison_consecuti
 ALIGNMENT_SPLIT = "train"
 REQUIRED = {"template_id": int, "question_id": int, "sample_id": int, "question_type": str, "attribute_type": str,
             "question": str, "answer": list, "ecg_id": list}  # fmt: skip
-COLUMNS = ("question_id", "sample_id", "template_id", "question_type", "attribute_type", "question", "answer",
-           "valid_answers", "attribute", "ecg_id", "patient_id", "row", "seen_in_alignment")  # fmt: skip
 
 
 def find_root(folder: Path) -> Path:
@@ -186,9 +183,7 @@ def _schema(pl: Any) -> dict[str, Any]:
 
 
 def _write(out: Path, frames: dict[str, Any], missing_rows: list[tuple], summary: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         for split, frame in frames.items():
             frame.write_parquet(tmp / f"{split}.parquet")
         with open(tmp / "missing_ecgs.csv", "w", newline="", encoding="utf-8") as fh:
@@ -196,12 +191,6 @@ def _write(out: Path, frames: dict[str, Any], missing_rows: list[tuple], summary
             writer.writerow(["split", "question_id", "sample_id", "ecg_id"])
             writer.writerows(missing_rows)
         write_text_atomic(tmp / "summary.json", json.dumps(summary, indent=2) + "\n")
-        swap_in_folder(tmp, out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -24,14 +24,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ecglm.core.atomic import exclusive_lock, swap_in_folder, write_text_atomic
+from ecglm.core.atomic import exclusive_lock, staged_folder, write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.data.physionet import sha256_file
 
@@ -208,9 +206,7 @@ def fetch_gguf(source: GGUFSource, out: Path, label: str | None = None) -> dict[
     facts = gguf_facts(source.path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out.parent / f".{out.name}.lock", f"making {out} from {source.path.name}"):
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with staged_folder(out) as tmp:
             model_class = _convert(source, tmp)
             manifest = {
                 "name": label or default_label(source, facts),
@@ -228,8 +224,5 @@ def fetch_gguf(source: GGUFSource, out: Path, label: str | None = None) -> dict[
                 "files": sorted(p.name for p in tmp.iterdir() if p.is_file()) + [MANIFEST],
             }
             write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-            swap_in_folder(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s: %s from %s (SHA-256 %s)", out, manifest["name"], source.path, digest)
     return manifest

@@ -26,17 +26,14 @@ import argparse
 import csv
 import json
 import logging
-import os
-import shutil
 from collections import Counter
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from ecglm.core.atomic import atomic_path, swap_in_folder, write_text_atomic
+from ecglm.core.atomic import atomic_path, staged_folder, write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS, N_LEADS
 from ecglm.text.prompts import Patient, clean_phrase, training_text
@@ -423,10 +420,7 @@ def expand(
     ids_by_split = {
         split: set(joined.filter(pl.col("split") == split)["ecg_id"].to_list()) for split in SPLITS
     }
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with staged_folder(out) as tmp:
         writers = {s: ShardWriter(tmp / s, s, shard_rows, ids_by_split[s]) for s in SPLITS}
         ecgs: Counter = Counter()
         ks: Counter = Counter()
@@ -457,11 +451,6 @@ def expand(
             "shards": shards,
         }
         write_text_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-        swap_in_folder(tmp, out)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            shutil.rmtree(tmp)
-        raise
     log.info("wrote %s: %s", out, ", ".join(f"{s} {c['samples']} samples of {c['ecgs']} ECGs"
                                             for s, c in manifest["counts"].items()))
     return manifest

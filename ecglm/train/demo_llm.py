@@ -57,17 +57,15 @@ import logging
 import math
 import os
 import re
-import shutil
 import time
 from collections import Counter
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 
-from ecglm.core.atomic import atomic_path, swap_in_folder, write_text_atomic
+from ecglm.core.atomic import atomic_path, staged_folder, write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS
 from ecglm.core.stage_config import StageConfig, setting
@@ -927,11 +925,7 @@ def build_demo_llm(
     docs, stats = corpus_of(train, config, records)
     tokenizer, sequences, sizes = tokenize_corpus(docs, config)
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_folder(out) as tmp:
         model, losses, evaluations, train_seconds = train_and_evaluate(
             config, tokenizer, sequences, docs, sizes, train, val_rows, tmp / "train_log.csv", progress
         )
@@ -954,11 +948,6 @@ def build_demo_llm(
             "skipped": len(skipped),
         }  # fmt: skip
         write_llm_folder(tmp, model, tokenizer, config, stats, skipped, metrics, started)
-        swap_in_folder(tmp, out)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            shutil.rmtree(tmp)
-        raise
     log.info("wrote %s: %d parameters, final loss %.3f after %d steps in %.0f s", out, n_params,
              metrics["training"]["final_loss"], len(losses), train_seconds)
     return metrics
