@@ -11,7 +11,7 @@ rule prepare_qa:
         test=f"{RESULTS}/qa/data/test.parquet",
         summary=f"{RESULTS}/qa/data/summary.json",
     params:
-        ecgqa=qa_folder() if QA["source"] else None,
+        ecgqa=qa_folder(),
         out=lambda wildcards, output: os.path.dirname(output.summary),
         wording=QA["wording"],
     log:

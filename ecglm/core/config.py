@@ -72,7 +72,6 @@ def validate_config(config: dict, schema: dict | None = None, source: str = "con
     _resolve_qa_source(config)
     _check_consistency(config, source)
     _add_seed_replicas(config)
-    _check_variants(config["variants"], source)
     return config
 
 

@@ -9,7 +9,7 @@ replacement, as many as there are, and takes the mean over all rows of the drawn
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,7 +31,8 @@ def group_bootstrap_mean(
         raise ValueError(f"values ({x.shape}) and groups ({len(groups)}) must be 1-D, non-empty and of one length")
     if not np.all(np.isfinite(x)):
         raise ValueError("values must be finite")
-    index, k, draws = _group_draws(groups, seed, reps)
+    union, index, draws = _group_draws(groups, seed, reps)
+    k = len(union)
     sums = np.bincount(index, weights=x, minlength=k)  # [k]
     counts = np.bincount(index, minlength=k).astype(np.float64)  # [k]
     means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)  # [reps]
@@ -53,27 +54,54 @@ def group_bootstrap(
     "reps", "undefined", "level"}``. A draw where the statistic is undefined (None or not finite: a class
     that no drawn row has) is left out and counted in ``undefined``; low and high are None when more than
     half the draws are undefined."""
-    index, k, draws = _group_draws(groups, seed, reps)
-    members = [np.flatnonzero(index == g) for g in range(k)]  # rows of each group
-    values = []
+    return pooled_group_bootstrap({"statistic": [statistic]}, [groups], seed=seed, reps=reps, level=level)["statistic"]
+
+
+def pooled_group_bootstrap(
+    statistics: Mapping[str, Sequence[Callable[[np.ndarray], float | None]]],
+    member_groups: Sequence[Sequence[Any] | np.ndarray],
+    *,
+    seed: int,
+    reps: int = 1000,
+    level: float = 0.95,
+) -> dict[str, dict[str, Any]]:
+    """:func:`group_bootstrap` of several statistics, each the mean over several members (the evaluations of
+    one variant's seeds, whose rows may differ), all on the same draws.
+
+    ``member_groups[j]`` labels member j's rows; ``statistics[name][j]`` is that statistic on member j's rows.
+    Each draw takes the groups of all members together with replacement (the union, as many as there are),
+    gives every member its rows of the drawn groups (repeats kept, none where it has no row of them), and
+    averages the members' values; a draw where a member's value is undefined, or a member has no drawn row,
+    is left out for that statistic. ``{name: {"low", "high", "groups", "reps", "undefined", "level"}}``."""
+    labels = [np.asarray(groups) for groups in member_groups]
+    union, index, draws = _group_draws(np.concatenate(labels), seed, reps)
+    k = len(union)
+    member_rows = []  # per member: the rows of each group of the union ([] where it has none)
+    for member in labels:
+        position = np.searchsorted(union, member)  # [m] group number of each row
+        member_rows.append([np.flatnonzero(position == g) for g in range(k)])
+    values: dict[str, list[float]] = {name: [] for name in statistics}
     for drawn in draws:
-        value = statistic(np.concatenate([members[g] for g in drawn]))
-        if value is not None and np.isfinite(value):
-            values.append(float(value))
-    undefined = reps - len(values)
-    low, high = _percentiles(np.asarray(values), level) if len(values) * 2 >= reps else (None, None)
-    return {"low": low, "high": high, "groups": k, "reps": int(reps), "undefined": int(undefined),
-            "level": float(level)}  # fmt: skip
+        chosen = [np.concatenate([rows[g] for g in drawn]) for rows in member_rows]
+        for name, functions in statistics.items():
+            got = [fn(rows) if len(rows) else None for fn, rows in zip(functions, chosen)]
+            if all(v is not None and np.isfinite(v) for v in got):
+                values[name].append(float(np.mean(got)))
+    out = {}
+    for name, got in values.items():
+        low, high = _percentiles(np.asarray(got), level) if len(got) * 2 >= reps else (None, None)
+        out[name] = {"low": low, "high": high, "groups": k, "reps": int(reps), "undefined": int(reps - len(got)),
+                     "level": float(level)}  # fmt: skip
+    return out
 
 
-def _group_draws(groups: Sequence[Any] | np.ndarray, seed: int, reps: int) -> tuple[np.ndarray, int, np.ndarray]:
-    """(group number of each row [n], number of groups k, drawn groups [reps, k]) for ``seed``'s bootstrap."""
+def _group_draws(groups: Sequence[Any] | np.ndarray, seed: int, reps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the distinct groups [k], group number of each row [n], drawn groups [reps, k]) for ``seed``'s bootstrap."""
     if len(groups) == 0:
         raise ValueError("no rows to resample")
-    _, index = np.unique(np.asarray(groups), return_inverse=True)  # [n] group number of each row
-    k = int(index.max()) + 1
-    draws = numpy_rng(seed, "bootstrap").integers(0, k, size=(reps, k))  # [reps, k] groups drawn with replacement
-    return index, k, draws
+    union, index = np.unique(np.asarray(groups), return_inverse=True)  # [k], [n] group number of each row
+    draws = numpy_rng(seed, "bootstrap").integers(0, len(union), size=(reps, len(union)))  # [reps, k] with replacement
+    return union, index, draws
 
 
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:

@@ -56,7 +56,7 @@ from ecglm.core.atomic import write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS
 from ecglm.core.seeding import numpy_rng
-from ecglm.core.stats import group_bootstrap
+from ecglm.core.stats import pooled_group_bootstrap
 from ecglm.data.ecg_data import PATIENT_COLUMNS, read_records, read_records_schema
 from ecglm.data.labels import single_class_index
 from ecglm.text.prompts import TASK_LABEL_COLUMNS, TASKS, task_classes, task_letters
@@ -204,8 +204,6 @@ def shuffle_permutation(n: int, seed: int) -> np.ndarray:
     A random order ``o`` is turned into one cycle through all n positions: ``perm[o[k]] = o[k + 1]``
     (Sattolo-style), so no record keeps its own ECG. Raises StageError for n < 2.
     """
-    from ecglm.core.seeding import numpy_rng
-
     if n < 2:
         raise StageError(f"the shuffled control needs at least 2 ECGs, the evaluation set holds {n}")
     order = numpy_rng(seed, "shuffle").permutation(n)
@@ -356,20 +354,20 @@ def table_metric(name: str, y_true: np.ndarray, y_pred: np.ndarray, probs: np.nd
 def metric_intervals(eval_set: EvalSet, y_pred: np.ndarray, probs: np.ndarray, metrics: Mapping[str, Any],
                      seed: int) -> dict[str, Any]:
     """Percentile bootstrap intervals of the table's metrics, resampling the set's patients (ECGs of one
-    patient are drawn together; :func:`ecglm.core.stats.group_bootstrap`), every metric on the same draws.
+    patient are drawn together; :func:`ecglm.core.stats.pooled_group_bootstrap`), every metric on the same draws.
     A metric that is null on the whole set gets no interval."""
     k = len(task_classes(eval_set.task))
     y_true = np.asarray(eval_set.y, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     out: dict[str, Any] = {"level": BOOTSTRAP_LEVEL, "reps": BOOTSTRAP_REPS, "resampled": eval_set.group_by,
-                           "seed": seed, "metrics": {}, "undefined_draws": {}}  # fmt: skip
-    for name in INTERVAL_METRICS:
-        if metrics.get(name) is None:
-            out["metrics"][name] = None
-            continue
-        boot = group_bootstrap(table_metric(name, y_true, y_pred, probs, k), eval_set.groups, seed=seed,
-                               reps=BOOTSTRAP_REPS, level=BOOTSTRAP_LEVEL)  # fmt: skip
+                           "seed": seed, "metrics": {name: None for name in INTERVAL_METRICS}, "undefined_draws": {}}  # fmt: skip
+    defined = {name: [table_metric(name, y_true, y_pred, probs, k)] for name in INTERVAL_METRICS
+               if metrics.get(name) is not None}  # fmt: skip
+    if not defined:
+        return out
+    boots = pooled_group_bootstrap(defined, [eval_set.groups], seed=seed, reps=BOOTSTRAP_REPS, level=BOOTSTRAP_LEVEL)
+    for name, boot in boots.items():
         out["groups"] = boot["groups"]
         out["metrics"][name] = None if boot["low"] is None else [boot["low"], boot["high"]]
         if boot["undefined"]:
@@ -384,29 +382,12 @@ def seed_mean_intervals(members: Sequence[Mapping[str, np.ndarray]], task: str, 
     every member's metric on its ECGs of the drawn patients, and averages over the members; a draw where
     a member's metric is undefined is left out. ``{metric: [low, high] or None}``."""
     k = len(task_classes(task))
-    patients = np.unique(np.concatenate([np.asarray(m["groups"]) for m in members]))  # [G]
-    draws = numpy_rng(seed, "bootstrap").integers(0, len(patients), size=(BOOTSTRAP_REPS, len(patients)))
-    per_member = []  # (rows of each patient [G], metric functions)
-    for m in members:
-        position = np.searchsorted(patients, np.asarray(m["groups"]))  # [M] patient number of each ECG
-        rows = [np.flatnonzero(position == g) for g in range(len(patients))]
-        y_true, y_pred, probs = (np.asarray(m[key]) for key in ("y_true", "y_pred", "probs"))
-        functions = {name: table_metric(name, y_true.astype(np.int64), y_pred.astype(np.int64),
-                                        probs.astype(np.float64), k) for name in INTERVAL_METRICS}  # fmt: skip
-        per_member.append((rows, functions))
-    values: dict[str, list[float]] = {name: [] for name in INTERVAL_METRICS}
-    for drawn in draws:
-        means: dict[str, list[float | None]] = {name: [] for name in INTERVAL_METRICS}
-        for rows, functions in per_member:
-            chosen = np.concatenate([rows[g] for g in drawn])
-            for name in INTERVAL_METRICS:
-                means[name].append(functions[name](chosen) if len(chosen) else None)
-        for name, got in means.items():
-            if all(v is not None and np.isfinite(v) for v in got):
-                values[name].append(float(np.mean(got)))
-    tail = (1.0 - BOOTSTRAP_LEVEL) / 2.0
-    return {name: ([float(q) for q in np.quantile(got, [tail, 1.0 - tail])] if len(got) * 2 >= BOOTSTRAP_REPS
-                   else None) for name, got in values.items()}  # fmt: skip
+    statistics = {name: [table_metric(name, np.asarray(m["y_true"], dtype=np.int64), np.asarray(m["y_pred"], dtype=np.int64),
+                                      np.asarray(m["probs"], dtype=np.float64), k) for m in members]
+                  for name in INTERVAL_METRICS}  # fmt: skip
+    boots = pooled_group_bootstrap(statistics, [m["groups"] for m in members], seed=seed, reps=BOOTSTRAP_REPS,
+                                   level=BOOTSTRAP_LEVEL)  # fmt: skip
+    return {name: None if boot["low"] is None else [boot["low"], boot["high"]] for name, boot in boots.items()}
 
 
 def result_record(
