@@ -31,7 +31,10 @@ STAGE_MODULES = [
     "ecglm.models.fetch_llm",
     "ecglm.train.demo_llm",
     "ecglm.train.align",
+    "ecglm.train.finetune",
     "ecglm.eval.evaluate",
+    "ecglm.eval.qa",
+    "ecglm.eval.qa_table",
     "ecglm.eval.baselines",
     "ecglm.eval.tables",
 ]

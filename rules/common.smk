@@ -69,13 +69,15 @@ def llm_weights_mb(folder):
     return sum(os.path.getsize(p) for p in glob.glob(os.path.join(folder, "*.safetensors"))) / 1e6
 
 
-def llm_mem_mb(factor=1.0, processes=1):
+def llm_mem_mb(factor=1.0, processes=1, variant=None):
     """Memory of a job that loads its variant's LLM: cpu_mem_mb(factor)'s plus twice the LLM's weights per
     process (each loads the whole LLM into host memory before moving it to its GPU; in float32 on a CPU),
     doubled on each retry. Snakemake evaluates it again when the job is scheduled, after fetch-llm or
-    build-demo-llm wrote the weights (a 7B model in 16 bits: ~13.5 GB on disk, so ~27 GB more)."""
+    build-demo-llm wrote the weights (a 7B model in 16 bits: ~13.5 GB on disk, so ~27 GB more). The LLM is
+    that of the job's variant wildcard, or of ``variant`` when given."""
     return lambda wildcards, attempt: int(
-        (RESOURCES["mem_mb"] * factor + 2 * processes * llm_weights_mb(LLM_DIRS[VARIANT_LLMS[wildcards.variant]]))
+        (RESOURCES["mem_mb"] * factor
+         + 2 * processes * llm_weights_mb(LLM_DIRS[VARIANT_LLMS[variant or wildcards.variant]]))
         * 2 ** (attempt - 1)
     )
 
@@ -116,6 +118,7 @@ def check_stage_settings():
     from ecglm.core.errors import StageError
     from ecglm.train.align import AlignConfig
     from ecglm.train.demo_llm import DemoLLMConfig
+    from ecglm.train.finetune import FinetuneConfig
     from ecglm.train.train_encoder import EncoderConfig
 
     seed = {"seed": config["seed"]}
@@ -125,6 +128,8 @@ def check_stage_settings():
     for variant in ALIGNED:
         merged = {**config["align"], **VARIANTS[variant]["align"]}
         checks.append((AlignConfig, merged, f"config key 'variants.{variant}.align' (merged over 'align')"))
+    if config["qa"]["source"] and config["qa"]["align_from"]:
+        checks.append((FinetuneConfig, config["finetune_qa"], "config key 'finetune_qa'"))
     for cls, settings, where in checks:
         try:
             cls.from_dict({**settings, **seed}, source=where)
@@ -218,6 +223,7 @@ def final_outputs():
     """What `snakemake` (rule all) builds with this config."""
     return [
         *([f"{RESULTS}/qa/data/summary.json"] if QA["source"] else []),
+        *([f"{RESULTS}/tables/qa.md"] if QA["source"] and QA["align_from"] else []),
         f"{RESULTS}/data/features_measured.parquet",
         f"{RESULTS}/text/reports_en.parquet",
         f"{RESULTS}/encoder/pretrained/metrics.json",

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Write (or check) the sections of the settings schema that the training stages' typed configs define.
 
-Each setting of the encoder, the demo LLM and the alignment is written once, as a field of its config
+Each setting of the encoder, the demo LLM, the alignment and the fine-tuning is written once, as a field of its config
 class (``ecglm.core.stage_config.setting``: type, default, description, constraints). This script renders
 those classes into their sections of ``ecglm/core/config.schema.yaml``, which Snakemake validates the config
 against; the other sections of that file are hand-written there, their only copy.
 
-    python scripts/settings_schema.py          # rewrite the three sections in place
+    python scripts/settings_schema.py          # rewrite the generated sections in place
     python scripts/settings_schema.py --check  # exit 1, naming the sections, if the committed file differs
 """
 
@@ -23,10 +23,11 @@ from ecglm.core.atomic import write_text_atomic
 from ecglm.core.config import SCHEMA_PATH
 from ecglm.train.align import AlignConfig
 from ecglm.train.demo_llm import DemoLLMConfig
+from ecglm.train.finetune import FinetuneConfig
 from ecglm.train.train_encoder import EncoderConfig
 
 #: config section -> the class that defines it
-SECTIONS = {"encoder": EncoderConfig, "demo_llm": DemoLLMConfig, "align": AlignConfig}
+SECTIONS = {"encoder": EncoderConfig, "demo_llm": DemoLLMConfig, "align": AlignConfig, "finetune_qa": FinetuneConfig}
 _TOP_KEY = re.compile(r"^  [A-Za-z_]+:", re.MULTILINE)  # a key of the schema's top-level properties
 
 

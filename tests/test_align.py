@@ -27,7 +27,8 @@ from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS, N_LEADS
 from ecglm.models.tokenize_pairs import IGNORE_INDEX
 from ecglm.text.expand import Expansion, ShardWriter, sample_rows
-from ecglm.train.align import AlignConfig, align, epoch_order, lr_factor, micro_batches, step_indices
+from ecglm.train.align import AlignConfig, align
+from ecglm.train.loop import epoch_order, lr_factor, micro_batches, step_indices
 from ecglm.train.pairs_data import PairsDataset, collate_pairs
 
 T = 64  # samples per lead

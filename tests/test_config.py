@@ -233,7 +233,15 @@ def test_a_seed_replica_aligns_and_evaluates_with_its_seed(repo_root, tmp_path):
 
 
 def test_the_demo_worlds_ecg_qa_needs_the_demo_world():
-    assert validate_config({})["qa"] == {"source": "demo", "wording": "paraphrased"}  # auto: the demo world's
+    assert validate_config({})["qa"]["source"] == "demo"  # auto: the demo world's
     assert validate_config({"data": {"source": "physionet"}})["qa"]["source"] is None  # auto: none
     with pytest.raises(StageError, match="config key 'qa.source': demo needs data.source demo"):
         validate_config({"data": {"source": "physionet"}, "qa": {"source": "demo"}})
+
+
+def test_qa_fine_tunes_a_variant_that_aligns_its_own_model():
+    assert validate_config({})["qa"]["align_from"] == "full"
+    with pytest.raises(StageError, match="config key 'qa.align_from': 'shuffled' is not a variant that aligns"):
+        validate_config({"variants": {"full": {}, "shuffled": {"control": "shuffled", "align_from": "full"}},
+                         "qa": {"align_from": "shuffled"}})  # fmt: skip
+    assert validate_config({"qa": {"source": None, "align_from": "nothing"}})["qa"]["source"] is None

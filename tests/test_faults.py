@@ -336,7 +336,7 @@ def test_two_downloads_into_one_folder_are_refused(tmp_path):
 def test_a_pickled_resume_checkpoint_is_refused_as_untrusted(tmp_path):
     from safetensors.torch import save_file
 
-    from ecglm.train.align import RESUME_HISTORY, RESUME_LATEST, RESUME_STATE, RESUME_WEIGHTS, load_checkpoint
+    from ecglm.train.loop import RESUME_HISTORY, RESUME_LATEST, RESUME_STATE, RESUME_WEIGHTS, load_checkpoint
 
     marker = tmp_path / "ran"
 
@@ -359,7 +359,7 @@ def test_a_pickled_resume_checkpoint_is_refused_as_untrusted(tmp_path):
 def test_a_corrupt_resume_checkpoint_is_not_called_untrusted(tmp_path):
     from safetensors.torch import save_file
 
-    from ecglm.train.align import RESUME_HISTORY, RESUME_LATEST, RESUME_STATE, RESUME_WEIGHTS, load_checkpoint
+    from ecglm.train.loop import RESUME_HISTORY, RESUME_LATEST, RESUME_STATE, RESUME_WEIGHTS, load_checkpoint
 
     folder = tmp_path / "resume" / "step-1"
     folder.mkdir(parents=True)

@@ -245,3 +245,16 @@ def test_likelihood_sentence_matches_training_template():
         assert scored.spans[0] == trained.spans[0]
     with pytest.raises(ValueError, match="unknown class code"):
         likelihood_text(MAN, "LVH")
+
+
+def test_the_ecg_qa_prompt_and_answer_are_pinned():
+    from ecglm.text.prompts import qa_answer_text, qa_prompt
+
+    assert qa_prompt("Does this ECG show  sinus rhythm?\n") == (
+        "The ECG signal is <ecg>. Question: Does this ECG show sinus rhythm? Answer:")
+    assert qa_prompt("Does this ECG show sinus rhythm?", ecg=False) == "Question: Does this ECG show sinus rhythm? Answer:"
+    assert qa_answer_text(["lead I", "lead aVR"]) == " lead I; lead aVR"
+    with pytest.raises(ValueError):
+        qa_answer_text([])
+    with pytest.raises(ValueError):
+        qa_answer_text(["a;b"])

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from ecglm.core.errors import StageError
-from ecglm.train.align import epoch_order
+from ecglm.train.loop import epoch_order
 from ecglm.train.sample_balance import OTHER, balanced_weights, group_shares, sample_classes
 
 

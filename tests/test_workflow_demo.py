@@ -22,7 +22,9 @@ RULES = [
     "build_demo_llm", "align_model/full", "evaluate_zero_shot/full-rhythm",
     "evaluate_zero_shot/shuffled-diagnostic", "evaluate_baseline/majority-form",
     "train_supervised_encoder/rhythm", "make_tables", "fetch_llm/smollm2", "align_model/smollm2",
-    "evaluate_zero_shot/smollm2-form", "evaluate_zero_shot/smollm2-shuffled-rhythm",
+    "evaluate_zero_shot/smollm2-form", "evaluate_zero_shot/smollm2-shuffled-rhythm", "prepare_qa",
+    "finetune_qa/ecg", "finetune_qa/blind", "evaluate_qa/ecg", "evaluate_qa/blind", "evaluate_qa/shuffled",
+    "evaluate_qa/majority", "make_qa_table",
 ]
 
 
@@ -113,6 +115,24 @@ def test_the_aligned_model_holds_no_llm_weights(demo_run):
     with safe_open(demo_run / "results" / "ci" / "align" / "full" / "model.safetensors", "pt") as fh:
         keys = list(fh.keys())
     assert keys and all(k.startswith(("encoder.", "projector.")) for k in keys)
+
+
+def test_the_qa_table_has_every_row_with_intervals(demo_run):
+    results = demo_run / "results" / "ci"
+    markdown = (results / "tables" / "qa.md").read_text()
+    for needle in ("| ECG-LM | generate |", "| ECG-LM | constrained |", "| blind (questions only) | generate |",
+                   "| ECG-LM, shuffled ECGs | constrained |", "| majority answer | majority |",
+                   "ECGs the alignment never saw", "ECG-LM (paper, published", "ECG-LM minus blind", "## Protocol"):  # fmt: skip
+        assert needle in markdown, needle
+    rows = pl.read_csv(results / "tables" / "qa.csv")
+    measured = rows.filter(~pl.col("model").str.contains("paper"))
+    for column in ("single-verify", "single-choose", "single-query", "avg"):
+        for value, low, high in zip(measured[column], measured[f"{column}_low"], measured[f"{column}_high"]):
+            assert value is not None and low <= value <= high, column
+    metrics = json.loads((results / "qa" / "finetune" / "ecg" / "metrics.json").read_text())
+    assert metrics["steps"] == 20 and metrics["adapter_parameters"] > 0
+    doc = json.loads((results / "qa" / "eval" / "ecg.json").read_text())
+    assert doc["n_questions"] <= 121 and doc["ecg"] is True and set(doc["readings"]) == {"generate", "constrained"}
 
 
 def test_a_second_run_has_nothing_to_do(ci_snakemake, demo_run):

@@ -144,6 +144,12 @@ def _check_consistency(config: dict, source: str) -> None:
     _check_llms(config, source)
     _check_variants(config["variants"], source)
     _check_variant_llms(config, source)
+    origin = config["qa"]["align_from"]
+    if config["qa"]["source"] and origin is not None:
+        variant = config["variants"].get(origin)
+        if variant is None or variant["align_from"] is not None or variant["prompt"] == "text-only":
+            raise StageError(f"{source} is invalid:\n  config key 'qa.align_from': {origin!r} is not a variant that "
+                             f"aligns its own model ({', '.join(config['variants'])})")  # fmt: skip
 
 
 #: The name of the llm section among the run's LLMs (the llms section names the others).

@@ -22,8 +22,22 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import ecglm
+from ecglm.core.errors import StageError
 
 FORMAT = "ecglm-protocol/1"
+
+
+def parse_config_json(text: str | None) -> dict[str, Any] | None:
+    """The run's config given as JSON text on the command line (``--config-json``), or None; StageError otherwise."""
+    if text is None:
+        return None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise StageError(f"--config-json: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise StageError(f"--config-json: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 def config_digest(config: Mapping[str, Any]) -> str:

@@ -34,7 +34,7 @@ from ecglm.core.atomic import write_text_atomic
 from ecglm.core.config import SEED_SUFFIX
 from ecglm.core.errors import StageError
 from ecglm.eval.evaluate import DEFAULT_SEED, seed_mean_intervals
-from ecglm.eval.protocol import protocol_facts, render_protocol
+from ecglm.eval.protocol import parse_config_json, protocol_facts, render_protocol
 
 log = logging.getLogger(__name__)
 
@@ -322,13 +322,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = None
-    if args.config_json is not None:
-        try:
-            config = json.loads(args.config_json)
-        except json.JSONDecodeError as err:
-            raise StageError(f"--config-json: not valid JSON ({err})") from None
-        if not isinstance(config, dict):
-            raise StageError(f"--config-json: expected a JSON object, got {type(config).__name__}")
-    write_tables(args.eval_dir, args.out, config)
+    write_tables(args.eval_dir, args.out, parse_config_json(args.config_json))
     return 0

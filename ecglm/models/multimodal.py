@@ -16,6 +16,11 @@ hidden size, ``V`` rows of the LLM's input embedding matrix, ``K`` = ``num_ecg_t
   positions. Each row must hold exactly ``K`` ``<ecg>`` ids (ValueError otherwise, naming the counts).
 - Saved (:meth:`ECGLM.save`): ``model.safetensors`` with the encoder and projector tensors only (no LLM
   weight) and ``config.json`` naming the base LLM, the projector and the encoder.
+- LoRA (:meth:`ECGLM.add_lora`, the instruction fine-tunings): peft's low-rank adapters on the LLM's
+  linear layers, the only LLM tensors that train (the base weights stay frozen and bit-identical; the LLM
+  stays in eval mode, so there is no adapter dropout). Saved apart from the base weights, in peft's own
+  format (``adapter/adapter_config.json`` and ``adapter/adapter_model.safetensors``), never the whole LLM;
+  :meth:`ECGLM.load` puts them back on the base LLM.
 
 Scoring for the zero-shot evaluation (no sampling, batched forward passes): :func:`sequence_logprob`
 (log-probability of the target spans of texts), :func:`continuation_logprob` (of continuations after a
@@ -28,6 +33,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -48,6 +54,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+ADAPTER_DIR = "adapter"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FORMAT = "ecglm-multimodal/1"
 
 
@@ -270,14 +278,56 @@ class ECGLM(nn.Module):
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The encoder's and projector's parameters (what the optimizer gets)."""
-        return [p for p in self.encoder.parameters()] + [p for p in self.projector.parameters()]
+        """The encoder's and projector's parameters and the LLM's LoRA adapters, if any (what the optimizer gets)."""
+        return [*self.encoder.parameters(), *self.projector.parameters(), *self._adapter_parameters().values()]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Encoder and projector tensors (parameters and buffers), keys ``encoder.*`` / ``projector.*``; no LLM weight."""
+        """Encoder and projector tensors (parameters and buffers), keys ``encoder.*`` / ``projector.*``, and the
+        LLM's LoRA adapter tensors (``llm.*``) when it has any; never a base LLM weight."""
         state = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
         state.update({f"projector.{k}": v for k, v in self.projector.state_dict().items()})
+        state.update({f"llm.{k}": v for k, v in self._adapter_parameters().items()})
         return state
+
+    def load_trainable(self, tensors: dict[str, torch.Tensor], where: str) -> None:
+        """Load what :meth:`trainable_state_dict` gave (a resume checkpoint); StageError naming ``where`` on a mismatch."""
+        adapters = self._adapter_parameters()
+        llm_keys = {k[len("llm."):] for k in tensors if k.startswith("llm.")}
+        if llm_keys != set(adapters):
+            raise StageError(f"{where}: its LLM adapter tensors do not match the model's ({len(llm_keys)} saved, "
+                             f"{len(adapters)} in the model)")  # fmt: skip
+        _load_parts(self, {k: v for k, v in tensors.items() if not k.startswith("llm.")}, Path(where))
+        with torch.no_grad():
+            for name, param in adapters.items():
+                param.copy_(tensors[f"llm.{name}"])
+
+    def _adapter_parameters(self) -> dict[str, nn.Parameter]:
+        return {name: p for name, p in self.llm.named_parameters() if p.requires_grad}
+
+    @property
+    def adapter(self) -> dict[str, Any] | None:
+        """The LoRA settings when the LLM carries adapters (:meth:`add_lora`), else None."""
+        return getattr(self, "_adapter", None)
+
+    def add_lora(self, rank: int, alpha: float, targets: Sequence[str]) -> None:
+        """Wrap the LLM in peft LoRA adapters of ``rank`` on the linear layers named ``targets`` (e.g. q_proj,
+        v_proj); only the adapters train. StageError when a target names no layer of this LLM."""
+        from peft import LoraConfig, get_peft_model
+
+        if self.adapter is not None:
+            raise StageError("the LLM already carries LoRA adapters")
+        names = {name.rsplit(".", 1)[-1] for name, module in self.llm.named_modules() if isinstance(module, nn.Linear)}
+        unknown = sorted(set(targets) - names)
+        if unknown or not targets:
+            raise StageError(f"lora targets {unknown or list(targets)} name no linear layer of the LLM "
+                             f"({type(self.llm).__name__}: {sorted(names)})")  # fmt: skip
+        config = LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=sorted(targets), lora_dropout=0.0,
+                            bias="none", task_type="CAUSAL_LM")  # fmt: skip
+        with warnings.catch_warnings():  # peft asks transformers 5 for a deprecated property name
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.llm = get_peft_model(self.llm, config)
+        self.llm.eval()
+        self._adapter = {"folder": ADAPTER_DIR, "rank": int(rank), "alpha": float(alpha), "targets": sorted(targets)}
 
     @property
     def projector_kind(self) -> str:
@@ -305,12 +355,14 @@ class ECGLM(nn.Module):
         return self.projector(features, self.llm.get_input_embeddings().weight)  # [B, K, H]
 
     def embed(
-        self, input_ids: torch.Tensor, signals: torch.Tensor | None = None, lead_mask: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, signals: torch.Tensor | None = None, lead_mask: torch.Tensor | None = None,
+        ecg_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``input_ids [B, L]`` -> ``inputs_embeds [B, L, H]`` (the LLM's dtype) with the ECGs spliced in.
 
         Rows at ``<ecg>`` positions are the projected embeddings (row ``b``'s ``K`` embeddings in order),
-        every other row is the LLM's token embedding. Without ``signals`` there must be no ``<ecg>``
+        every other row is the LLM's token embedding. ``ecg_embeds [B, K, H]`` (what :meth:`project` gave,
+        for texts that share an ECG) stand in for ``signals``. Without either there must be no ``<ecg>``
         token. Raises ValueError naming the counts when the number of ``<ecg>`` tokens is not
         ``B * K``, or a row does not hold exactly ``K``.
         """
@@ -318,6 +370,8 @@ class ECGLM(nn.Module):
         embeds = self.llm.get_input_embeddings()(input_ids)  # [B, L, H]
         is_ecg = input_ids == self.ecg_token_id  # [B, L] (LLaVA's special_image_mask)
         n_tokens = int(is_ecg.sum())
+        if ecg_embeds is not None:
+            signals = ecg_embeds
         if signals is None:
             if n_tokens:
                 raise ValueError(f"input_ids hold {n_tokens} {ECG_TOKEN} tokens but no ECG signals were given")
@@ -337,7 +391,7 @@ class ECGLM(nn.Module):
             raise ValueError(
                 f"rows {bad} hold {per_row[bad].tolist()} {ECG_TOKEN} tokens, expected {self.num_ecg_tokens} each"
             )
-        ecg = self.project(signals, lead_mask).to(embeds.dtype)  # [B, K, H]
+        ecg = (ecg_embeds if ecg_embeds is not None else self.project(signals, lead_mask)).to(embeds.dtype)  # [B, K, H]
         return embeds.masked_scatter(is_ecg.unsqueeze(-1), ecg)  # [B, L, H]
 
     def forward(
@@ -386,6 +440,7 @@ class ECGLM(nn.Module):
             "ecg_token_id": self.ecg_token_id,
             "projector": projector,
             "encoder": {"feature_dim": self.feature_dim, **self.encoder_spec},
+            **({"adapter": self.adapter} if self.adapter is not None else {}),
         }
 
     def save(self, folder: str | Path) -> Path:
@@ -394,9 +449,15 @@ class ECGLM(nn.Module):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.trainable_state_dict().items()}
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.trainable_state_dict().items()
+                 if not k.startswith("llm.")}  # the adapters: in peft's format, below  # fmt: skip
         with atomic_path(folder / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp), metadata={"format": FORMAT})
+        if self.adapter is not None:
+            from ecglm.core.atomic import staged_folder
+
+            with staged_folder(folder / ADAPTER_DIR) as tmp:
+                self.llm.save_pretrained(str(tmp), safe_serialization=True)
         write_text_atomic(folder / CONFIG_NAME, json.dumps(self.config_dict(), indent=2) + "\n")
         return folder
 
@@ -451,6 +512,9 @@ class ECGLM(nn.Module):
                 raise StageError(f"{cfg_path}: field projector.kind {proj_kind!r} is not one of {PROJECTORS}")
             if encoder is None:
                 encoder = build_encoder(enc_cfg, where=str(cfg_path))
+            adapter = cfg.get("adapter")
+            if adapter is not None:
+                llm = _with_adapter(llm, folder, adapter, cfg_path)
             model = cls(
                 encoder,
                 llm,
@@ -474,7 +538,26 @@ class ECGLM(nn.Module):
         except (OSError, SafetensorError) as err:
             raise StageError(f"{weights_path}: cannot read the ECG-LM weights: {err}") from err
         _load_parts(model, state, weights_path)
+        if adapter is not None:
+            model._adapter = adapter
         return model
+
+
+def _with_adapter(llm: nn.Module, folder: Path, adapter: Any, cfg_path: Path) -> nn.Module:
+    """The base LLM with the saved LoRA adapters of ``folder/adapter`` (safetensors only, frozen)."""
+    from peft import PeftModel
+
+    if not isinstance(adapter, dict) or adapter.get("folder") != ADAPTER_DIR:
+        raise StageError(f"{cfg_path}: field adapter must name the folder {ADAPTER_DIR!r}, got {adapter!r}")
+    where = folder / ADAPTER_DIR
+    if not (where / ADAPTER_WEIGHTS).is_file():
+        raise StageError(f"{where}: no {ADAPTER_WEIGHTS} (the LoRA adapters are loaded from safetensors only)")
+    try:
+        with warnings.catch_warnings():  # peft asks transformers 5 for a deprecated property name
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return PeftModel.from_pretrained(llm, str(where), is_trainable=False, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise StageError(f"{where}: cannot load the LoRA adapters onto {type(llm).__name__}: {err}") from err
 
 
 def _read_config(cfg_path: Path) -> dict[str, Any]:

@@ -346,6 +346,27 @@ def report_prompt(patient: Patient, *, ecg: bool = True) -> str:
     return f"{patient_sentence(patient)} {ECG_SENTENCE + ' ' if ecg else ''}{REPORT_STEM}"
 
 
+#: The question stem of ECG-QA (ours: the paper does not give its QA prompt).
+QUESTION_STEM = "Question:"
+#: Between the answers of one ECG-QA answer set (no ECG-QA answer holds it; several hold commas).
+ANSWER_SEPARATOR = "; "
+
+
+def qa_prompt(question: str, *, ecg: bool = True) -> str:
+    """The ECG-QA prompt: "The ECG signal is <ecg>. Question: {question} Answer:" (``ecg=False``: the blind
+    model's, without the ECG sentence). The answer follows as :func:`qa_answer_text`."""
+    question = _WS.sub(" ", question).strip()
+    return f"{ECG_SENTENCE + ' ' if ecg else ''}{QUESTION_STEM} {question} {ANSWER_STEM}"
+
+
+def qa_answer_text(answers: Sequence[str]) -> str:
+    """The continuation of :func:`qa_prompt` that states an answer set: " a; b" (a space, the answers
+    joined by :data:`ANSWER_SEPARATOR`, in the order given)."""
+    if not answers or any(not a or ANSWER_SEPARATOR.strip() in a for a in answers):
+        raise ValueError(f"an answer set must be non-empty answers without {ANSWER_SEPARATOR.strip()!r}: {answers!r}")
+    return " " + ANSWER_SEPARATOR.join(answers)
+
+
 def classes_named(text: str, task: str) -> list[str]:
     """The class codes of ``task`` whose :data:`CLASS_PHRASES` ``text`` names, in order of first mention.
 

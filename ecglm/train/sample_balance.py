@@ -17,7 +17,7 @@ holds exactly one of the task's five classes (:func:`ecglm.data.labels.single_cl
 evaluation's rule) is in that class's group, every other sample in one ``other`` group, and each
 group's share of the task's draws is proportional to ``size ** (1 - power)``: ``power`` 1 draws every
 group equally often, 0 keeps the data's frequencies. The alignment then draws each epoch's ``n``
-samples with replacement from these probabilities (:func:`ecglm.train.align.epoch_order`).
+samples with replacement from these probabilities (:func:`ecglm.train.loop.epoch_order`).
 """
 
 from __future__ import annotations

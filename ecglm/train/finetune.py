@@ -1,0 +1,309 @@
+"""Instruction fine-tuning of an aligned ECG-LM: `ecglm finetune-qa` (ECG-QA) and the chat fine-tuning.
+
+:func:`finetune` is the whole training, top to bottom: load the base LLM, put the aligned encoder and
+projector back on it (:meth:`ecglm.models.multimodal.ECGLM.load`), wrap the LLM in LoRA adapters (peft: rank,
+alpha and target layers from the config; the base weights stay frozen and bit-identical), build the two
+datasets the stage names, and run the shared loop (:mod:`ecglm.train.loop`: AdamW over the encoder, the
+projector and the adapters, linear warm-up then cosine decay, gradient accumulation, validation loss,
+resume checkpoints, DDP under torchrun). The loss is the answer's (the assistant's) tokens only: the
+datasets label nothing else. The paper does not say how it fine-tunes; this is ours. At the end::
+
+    OUT/model.safetensors   encoder + projector tensors (no LLM weight)
+    OUT/adapter/            the LoRA adapters in peft's format (adapter_config.json, adapter_model.safetensors)
+    OUT/config.json         the base LLM, projector, encoder spec and the adapter's settings
+    OUT/config.yaml         the resolved FinetuneConfig
+    OUT/metrics.json        final train/val loss, steps, seconds, sample counts, global batch, ...
+    OUT/log.jsonl           one JSON line per optimizer step
+
+Never the whole LLM: the base model is named in config.json and loaded from where it came from.
+``ecg: false`` (set by the rules) trains the blind baseline: the same data, steps and seed, the questions
+without the ECG sentence and without a signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal
+
+from ecglm.core.atomic import write_text_atomic
+from ecglm.core.errors import StageError
+from ecglm.core.stage_config import DETERMINISTIC_DOC, DEVICE_PATTERN, StageConfig, setting
+from ecglm.models.llm import DTYPES
+from ecglm.train.loop import (
+    LOG_FILE,
+    Run,
+    barrier,
+    check_llm_unchanged,
+    frozen_llm_copy,
+    init_distributed,
+    make_optimizer,
+    make_schedule,
+    resume,
+    train_loop,
+    val_indices,
+    wrap_ddp,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+#: Fields that may change between a run and its resumption (they do not change the trained weights).
+RESUME_FREE_FIELDS = ("num_workers", "checkpoint_every", "eval_every", "device", "max_val_samples")
+
+#: (tokenizer, num_ecg_tokens, cfg) -> (train dataset, validation dataset): what a fine-tuning stage trains on.
+DatasetFactory = Callable[[Any, int, "FinetuneConfig"], tuple[Any, Any]]
+
+
+@dataclass
+class FinetuneConfig(StageConfig):
+    """Fine-tuning settings (ours: the paper does not say how it fine-tunes)."""
+
+    LABEL: ClassVar[str] = "finetune config"
+    SECTION_DESCRIPTION: ClassVar[str] = """Instruction fine-tuning of the aligned ECG-LM (ecglm finetune-qa): LoRA
+        adapters on the LLM (peft) plus the encoder and projector, loss on the answer only. llm, aligned_dir and
+        ecg are set by the rules."""
+
+    llm: str | None = setting(None, "The base LLM the aligned model was aligned with (a folder or hf:NAME).",
+                              by_rule=True)
+    llm_revision: str | None = setting(None, "The Hub revision to pin.", by_rule=True)
+    trust_remote_code: bool = setting(False, "Run a checkpoint's own Python code (never, unless asked).", by_rule=True)
+    aligned_dir: str | None = setting(None, "The ecglm align output folder to start from; required.", by_rule=True)
+    ecg: bool = setting(True, "Give the model the ECG (false: the blind baseline, the questions alone).",
+                        by_rule=True)
+    dtype: Literal[DTYPES] = setting("auto", "LLM dtype: auto (bf16 on a bf16-capable GPU, else float32), bfloat16 "
+                                     "or float32.")
+    lora_rank: int = setting(8, "LoRA rank of the adapters on the LLM's target layers.", ge=1)
+    lora_alpha: float = setting(16.0, "LoRA alpha (the adapters' output is scaled by alpha / rank).", gt=0)
+    lora_targets: list[str] = setting(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                      """The LLM's linear layers that get adapters, by name (Llama-style names: every
+        attention and MLP projection, as QLoRA recommends; an unknown name is an error that lists the LLM's).""",
+                                      unique=True, min_length=1)
+    freeze_encoder: bool = setting(False, "Keep the aligned encoder fixed (BatchNorm in eval mode).")
+    encoder_lr_scale: float = setting(1.0, "The encoder's peak learning rate as a multiple of lr.", gt=0,
+                                      allow_inf_nan=False)
+    max_length: int = setting(128, "Tokens per sample (question and answer; longer ones are truncated).", ge=8)
+    epochs: int = setting(1, "Fine-tuning epochs over the training questions.", ge=1)
+    warmup_epochs: float = setting(0.1, "Linear warm-up epochs before the cosine decay (at most epochs).", ge=0)
+    lr: float = setting(1e-3, "Peak learning rate (adapters and projector; the encoder's x encoder_lr_scale).", gt=0,
+                        allow_inf_nan=False)
+    weight_decay: float = setting(0.0, "AdamW weight decay.", ge=0)
+    batch_size: int = setting(16, "Samples per micro-batch per process.", ge=1)
+    grad_accum: int = setting(1, "Micro-batches per optimizer step per process.", ge=1)
+    max_steps: int | None = setting(None, "Cap on optimizer steps (null = none); the schedule spans the capped run.",
+                                    ge=1)
+    eval_every: int = setting(0, "Optimizer steps between validation passes (0 = at the end of every epoch).", ge=0)
+    checkpoint_every: int = setting(200, "Optimizer steps between resume checkpoints (0 = none).", ge=0)
+    max_val_samples: int = setting(512, "Validation passes score a seeded subset of this many samples (0 = all).",
+                                   ge=0)
+    gradient_checkpointing: bool = setting(False, "Recompute the LLM's layer activations in the backward pass.")
+    amp: bool = setting(True, "bf16 autocast on CUDA (no effect on the CPU).")
+    grad_clip: float = setting(1.0, "Clip the trainable parameters' gradient norm to this (0 = off).", ge=0,
+                               allow_inf_nan=False)
+    deterministic: bool = setting(True, DETERMINISTIC_DOC)
+    seed: int = setting(1234, "Random seed (the rules pass the top-level seed).", by_rule=True, ge=0)
+    num_workers: int = setting(0, "DataLoader worker processes per process (0 = read in the main process).", ge=0)
+    device: str = setting("auto", "auto (CUDA if available), cpu or cuda (under torchrun: cuda:LOCAL_RANK).",
+                          pattern=DEVICE_PATTERN)
+
+    def validate(self) -> None:
+        if self.warmup_epochs > self.epochs:
+            raise StageError(f"finetune config: warmup_epochs must be in [0, epochs], got {self.warmup_epochs!r} "
+                             f"with epochs {self.epochs}")  # fmt: skip
+
+
+def build_model(cfg: FinetuneConfig, device: Any) -> tuple[Any, Any, Any]:
+    """``(model, llm, tokenizer)``: the aligned ECG-LM on its base LLM, with fresh LoRA adapters."""
+    import torch
+
+    from ecglm.core.seeding import seed_everything, stream_seed
+    from ecglm.models.llm import load_llm
+    from ecglm.models.multimodal import ECGLM
+
+    seed_everything(cfg.seed)
+    llm, tokenizer = load_llm(cfg.llm, revision=cfg.llm_revision, dtype=cfg.dtype, device=device,
+                              trust_remote_code=cfg.trust_remote_code)  # fmt: skip
+    model = ECGLM.load(cfg.aligned_dir, llm, tokenizer=tokenizer)
+    if model.adapter is not None:
+        raise StageError(f"{cfg.aligned_dir}: already fine-tuned (it carries LoRA adapters); start from an alignment")
+    torch.manual_seed(stream_seed(cfg.seed, "init"))
+    model.add_lora(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    if cfg.gradient_checkpointing:
+        model.llm.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.freeze_encoder or not cfg.ecg:  # the blind model never runs its encoder
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+    if not cfg.ecg:
+        for p in model.projector.parameters():
+            p.requires_grad_(False)
+    return model, model.llm, tokenizer
+
+
+def setup(cfg: FinetuneConfig, datasets: DatasetFactory, device: Any, dist_info: Any, name: str) -> Run:
+    """The model, the data, the schedule and the optimizer of a run (not yet resumed)."""
+    from ecglm.core.seeding import torch_generator, worker_init_fn
+    from ecglm.train.pairs_data import PairsCollator
+
+    model, llm, tokenizer = build_model(cfg, device)
+    params = [p for p in model.trainable_parameters() if p.requires_grad]
+    adapters = sum(p.numel() for n, p in llm.named_parameters() if p.requires_grad)
+    if dist_info.is_main:
+        log.info("trainable parameters: %s (of which LoRA adapters %s; base LLM frozen: %s)",
+                 f"{sum(p.numel() for p in params):,}", f"{adapters:,}",
+                 f"{sum(p.numel() for p in llm.parameters()) - adapters:,}")  # fmt: skip
+    train_set, val_set = datasets(tokenizer, model.num_ecg_tokens, cfg)
+    if len(train_set) == 0:
+        raise StageError(f"{name}: no training sample")
+    schedule = make_schedule(cfg, len(train_set), len(val_set), dist_info.world_size)
+    optimizer, scheduler = make_optimizer(cfg, model, params, schedule)
+    loader_kw: dict[str, Any] = dict(
+        collate_fn=PairsCollator(tokenizer.pad_token_id), num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn, generator=torch_generator(cfg.seed, "workers"),
+    )  # fmt: skip
+    return Run(
+        cfg=cfg, dist=dist_info, device=device, llm=llm, tokenizer=tokenizer, model=model,
+        ddp_model=wrap_ddp(model, device, dist_info.world_size), train_set=train_set, val_set=val_set,
+        draw_weights=None, draw_shares={}, schedule=schedule, optimizer=optimizer, scheduler=scheduler, params=params,
+        loader_kw=loader_kw, identity={k: v for k, v in cfg.to_dict().items() if k not in RESUME_FREE_FIELDS},
+        name=name,
+    )  # fmt: skip
+
+
+def finish(run: Run, out_dir: Path, resume_dir: Path | None, llm_before: dict | None, seconds: float,
+           inputs: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    """Rank 0: check the base LLM is unchanged, write OUT (module docstring), remove the resume folder."""
+    check_llm_unchanged(run.llm, llm_before)
+    sched = run.schedule
+    metrics = {
+        "final_train_loss": run.last_train,
+        "final_val_loss": run.last_val,
+        "steps": run.step,
+        "steps_per_epoch": sched.steps_per_epoch,
+        "epochs": run.cfg.epochs,
+        "global_batch": sched.global_batch,
+        "world_size": run.dist.world_size,
+        "n_train_samples": len(run.train_set),
+        "n_val_samples": len(run.val_set),
+        "n_val_scored": len(val_indices(len(run.val_set), run.cfg.max_val_samples, run.cfg.seed)),
+        "trainable_parameters": sum(p.numel() for p in run.params),
+        "adapter_parameters": sum(p.numel() for p in run.llm.parameters() if p.requires_grad),
+        "seconds": round(seconds, 3),
+        "resumed": any(h.get("event") == "resumed" for h in run.history),
+        "device": str(run.device),
+        "ecg": run.cfg.ecg,
+        "aligned": run.cfg.aligned_dir,
+        **inputs,
+    }
+    run.model.save(out_dir)
+    write_text_atomic(out_dir / CONFIG_FILE, run.cfg.to_yaml())
+    write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(h) + "\n" for h in run.history))
+    write_text_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    log.info("%s: %d steps (%.0f s): train loss %s, val loss %s; wrote %s", run.name, run.step, seconds,
+             run.last_train, run.last_val, out_dir)  # fmt: skip
+    if resume_dir is not None and resume_dir.exists():
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    return metrics
+
+
+def finetune(cfg: FinetuneConfig, datasets: DatasetFactory, out_dir: str | os.PathLike,
+             resume_dir: str | os.PathLike | None = None, *, name: str = "finetune", progress: bool = True,
+             threads: int | None = None, inputs: dict[str, str] | None = None,
+             on_step: Callable[[int], None] | None = None) -> dict[str, Any] | None:  # fmt: skip
+    """Fine-tune the aligned ECG-LM of ``cfg.aligned_dir`` on the samples ``datasets`` builds; write OUT on rank 0.
+
+    The same guarantees as ``ecglm align``: the base LLM's weights never change, every file is written
+    atomically, and with ``resume_dir`` a rerun after an interruption ends with the weights an
+    uninterrupted run ends with (CPU, same thread count). Returns the metrics (rank 0; None elsewhere)."""
+    import torch
+
+    from ecglm.core.seeding import deterministic_torch
+    from ecglm.train.runtime import resolve_device, torch_threads
+
+    if not cfg.llm or not cfg.aligned_dir:
+        raise StageError("finetune config: llm and aligned_dir must name the base LLM and the aligned model")
+    out_dir, resume_dir = Path(out_dir), Path(resume_dir) if resume_dir is not None else None
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device.type)
+    if device.type == "cuda" and dist_info.world_size > 1:
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    t_start = time.time()
+    deterministic = deterministic_torch(cuda=device.type == "cuda") if cfg.deterministic else contextlib.nullcontext()
+    with torch_threads(threads), deterministic:
+        run = setup(cfg, datasets, device, dist_info, name)
+        resume(run, resume_dir)
+        llm_before = None
+        if dist_info.is_main:
+            llm_before = frozen_llm_copy(run.llm)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(h) + "\n" for h in run.history))
+        train_loop(run, out_dir, resume_dir, progress and dist_info.is_main, on_step)
+    metrics = None
+    if dist_info.is_main:
+        metrics = finish(run, out_dir, resume_dir, llm_before, time.time() - t_start, inputs or {})
+    barrier(dist_info)
+    if dist_info.initialized_here:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------ ECG-QA
+
+
+def qa_datasets(train: Path, valid: Path, signals: Path) -> DatasetFactory:
+    """The ECG-QA train and valid questions (:class:`ecglm.train.qa_data.QADataset`)."""
+
+    def build(tokenizer: Any, num_ecg_tokens: int, cfg: FinetuneConfig) -> tuple[Any, Any]:
+        from ecglm.train.qa_data import QADataset
+
+        kw = dict(num_ecg_tokens=num_ecg_tokens, ecg=cfg.ecg, seed=cfg.seed)
+        return (QADataset(train, signals, tokenizer, cfg.max_length, **kw),
+                QADataset(valid, signals, tokenizer, cfg.max_length, **kw))  # fmt: skip
+
+    return build
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "finetune-qa",
+        help="fine-tune an aligned ECG-LM on ECG-QA's training questions (LoRA + encoder + projector)",
+        description=(
+            "Instruction fine-tuning on ECG-QA (the output of `ecglm qa-data`): each question after the ECG "
+            "sentence, the loss on the answer set only (and its end-of-text token). Trains LoRA adapters on the "
+            "LLM (peft; the base weights stay frozen), the encoder and the projector, starting from an `ecglm "
+            "align` output. Writes model.safetensors, adapter/, config.json, config.yaml, metrics.json and "
+            "log.jsonl into --out, never the whole LLM. With --resume-dir a rerun resumes. --set ecg=false "
+            "trains the blind baseline (the questions without the ECG)."
+        ),
+    )
+    p.add_argument("--qa", required=True, type=Path, help="the `ecglm qa-data` folder (train.parquet, valid.parquet)")
+    p.add_argument("--signals", "--signals-npy", dest="signals", required=True, type=Path,
+                   help="signals_{fs}.npy written by `ecglm prepare` (the questions' row indexes it)")  # fmt: skip
+    p.add_argument("--aligned", required=True, type=Path, help="the `ecglm align` output folder to start from")
+    p.add_argument("--llm", required=True, help="the base LLM it was aligned with (a folder or hf:NAME)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--resume-dir", type=Path, default=None,
+                   help="folder for resume checkpoints, OUTSIDE --out; a rerun resumes from it (default: none)")
+    FinetuneConfig.add_options(p, threads=True)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = dataclasses.replace(FinetuneConfig.from_args(args), llm=str(args.llm), aligned_dir=str(args.aligned))
+    train, valid = args.qa / "train.parquet", args.qa / "valid.parquet"
+    finetune(cfg, qa_datasets(train, valid, args.signals), args.out, args.resume_dir, name="finetune-qa",
+             progress=not args.no_progress, threads=args.threads,
+             inputs={"qa": str(args.qa), "signals": str(args.signals)})  # fmt: skip
+    return 0
