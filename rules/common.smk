@@ -10,6 +10,7 @@ from ecglm.core.config import run_llms, variant_llm, variant_seed
 from ecglm.core.errors import StageError
 from ecglm.models.fetch_llm import gguf_dir_for, local_dir_for
 from ecglm.models.gguf import resolve_gguf
+from ecglm.data.ecgqa_download import packaged_manifest, read_manifest
 from ecglm.data.physionet import PROJECTS
 from ecglm.text.guidelines import DEFAULT_GUIDELINES
 from ecglm.text.translate.glossary import DEFAULT_GLOSSARY_DIR
@@ -214,9 +215,15 @@ def eval_outputs():
 QA = config["qa"]
 
 
+# Where `ecglm download ecgqa` puts ECG-QA (qa.source: download): the pinned commit's folder.
+ECGQA_DOWNLOAD_DIR = f"resources/ecgqa/{read_manifest(packaged_manifest())['commit']}"
+
+
 def qa_folder():
-    """The ECG-QA folder that qa-data reads: the demo world's, or the user's (qa.source)."""
-    return f"{DEMO_DIR}/ecg-qa" if QA["source"] == "demo" else QA["source"]
+    """The ECG-QA folder that qa-data reads: the demo world's, the downloaded one, or the user's (qa.source)."""
+    if QA["source"] == "demo":
+        return f"{DEMO_DIR}/ecg-qa"
+    return ECGQA_DOWNLOAD_DIR if QA["source"] == "download" else QA["source"]
 
 
 def final_outputs():

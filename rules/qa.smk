@@ -1,10 +1,39 @@
 # ECG-QA: the single questions joined to the prepared signals (ecglm qa-data).
 
 
+if QA["source"] == "download":
+
+    localrules:
+        download_ecgqa,
+
+    # ECG-QA's repository at the commit the package pins, each file checked by its git blob id.
+    rule download_ecgqa:
+        output:
+            manifest=f"{ECGQA_DOWNLOAD_DIR}/ecglm-manifest.json",
+        params:
+            dest=lambda wildcards, output: os.path.dirname(output.manifest),
+            retries=PHYSIONET["retries"],
+            timeout=PHYSIONET["timeout_s"],
+        log:
+            f"{LOGS}/download_ecgqa.log",
+        benchmark:
+            f"{BENCHMARKS}/download_ecgqa.tsv"
+        threads: 1
+        conda:
+            ENV
+        resources:
+            mem_mb=1024,
+            runtime=60,
+        shell:
+            "ecglm download ecgqa --dest {params.dest:q} --retries {params.retries} --timeout {params.timeout}"
+            " --no-progress > {log:q} 2>&1"
+
+
 rule prepare_qa:
     input:
         records=f"{RESULTS}/data/records.parquet",
         world=f"{DEMO_DIR}/truth.csv" if QA["source"] == "demo" else [],
+        downloaded=f"{ECGQA_DOWNLOAD_DIR}/ecglm-manifest.json" if QA["source"] == "download" else [],
     output:
         train=f"{RESULTS}/qa/data/train.parquet",
         valid=f"{RESULTS}/qa/data/valid.parquet",

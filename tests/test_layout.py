@@ -61,7 +61,8 @@ def test_help_imports_no_torch_transformers_or_polars():
 @pytest.mark.parametrize(
     "package, name",
     [("ecglm.core", "config.schema.yaml"), ("ecglm.text", "guidelines.yaml"),
-     ("ecglm.text.translate", "glossary"), ("ecglm.data.demo", "scp_statements.csv")],
+     ("ecglm.text.translate", "glossary"), ("ecglm.data.demo", "scp_statements.csv"),
+     ("ecglm.data", "ecgqa_manifest.json")],
 )  # fmt: skip
 def test_the_files_the_code_reads_are_packaged_and_the_only_copies(package, name):
     from ecglm.core.resources import packaged

@@ -48,6 +48,10 @@ LOCK_FILE = ".ecglm-download.lock"  # held by the download writing into a folder
 
 
 # --------------------------------------------------------------------------------------------- selection
+#: The ECG-QA repository (not a PhysioNet project: ecglm/data/ecgqa_download.py).
+ECGQA = "ecgqa"
+
+
 def resolve_project(project_key: str, version: str | None = None) -> Project:
     """The project named ``project_key`` (``ptbxl``, ``ptbxl_plus``), at ``version`` if given."""
     if project_key not in PROJECTS:
@@ -545,6 +549,12 @@ def _add_selection_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
+    if args.project == ECGQA:
+        from ecglm.data.ecgqa_download import download_ecgqa
+
+        download_ecgqa(args.dest, url=args.zip_url, manifest_path=args.git_manifest, retries=args.retries,
+                       timeout_s=args.timeout, progress=not args.no_progress)  # fmt: skip
+        return 0
     if args.rates and args.project != "ptbxl":
         log.warning("--rates applies to ptbxl only; ignored for %s", args.project)
     download_project(
@@ -568,7 +578,7 @@ def register(subparsers) -> None:
     """Add the ``download`` and ``verify`` subcommands."""
     p = subparsers.add_parser(
         "download",
-        help="fetch a PhysioNet project (PTB-XL, PTB-XL+) and verify it by SHA-256",
+        help="fetch a PhysioNet project (PTB-XL, PTB-XL+) and verify it by SHA-256, or ECG-QA at its pinned commit",
         description=(
             "Fetch SHA256SUMS.txt from {base-url}/{slug}/{version}/, select the files the pipeline needs "
             "(top-level files, PTB-XL records at --rates, PTB-XL+ folders in --include), fetch them over "
@@ -576,10 +586,15 @@ def register(subparsers) -> None:
             "against SHA256SUMS.txt before it gets its final name, and finish with the same check as "
             "`ecglm verify`. Reruns skip verified files without a request and resume partial ones; "
             "transient errors are retried with exponential backoff (first delay: $ECGLM_RETRY_DELAY_S "
-            "or --retry-delay)."
+            "or --retry-delay). `ecglm download ecgqa` fetches ECG-QA's repository archive at the commit the "
+            "package pins (--zip-url overrides the address) and extracts its PTB-XL files into --dest "
+            "(default resources/ecgqa/<commit>/), each checked against the git blob id the commit records."
         ),
     )
-    p.add_argument("project", choices=list(PROJECTS), help="which project to fetch")
+    p.add_argument("project", choices=[*PROJECTS, ECGQA], help="which project to fetch")
+    p.add_argument("--git-manifest", metavar="FILE", default=None,
+                   help="ecgqa only: the commit and git blob ids to check against (default: the packaged "
+                        "ecglm/data/ecgqa_manifest.json)")  # fmt: skip
     p.add_argument("--base-url", default=DEFAULT_BASE_URL,
                    help="base of a PhysioNet-shaped tree: http(s):// or file:// (default: %(default)s)")
     p.add_argument("--version", help="project version (default: ptbxl 1.0.3, ptbxl_plus 1.0.1)")
