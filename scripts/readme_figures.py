@@ -34,7 +34,9 @@ SNAPSHOTS = ROOT / "docs" / "figures"
 TASKS = ("diagnostic", "rhythm", "form")
 #: The files whose SHA-256 a snapshot records (relative to the run folder; globs).
 HASHED = ("tables/classification.csv", "encoder/pretrained/model.safetensors", "llm/model.safetensors",
-          "align/*/model.safetensors")  # fmt: skip
+          "align/*/model.safetensors", "tables/qa.csv", "qa/finetune/*/model.safetensors",
+          "qa/finetune/*/adapter/adapter_model.safetensors")  # fmt: skip
+QA_COLUMNS = ("single-verify", "single-choose", "single-query", "avg")
 
 
 def sha256(path: Path) -> str:
@@ -93,6 +95,7 @@ def snapshot(run: Path) -> dict:
         if first is None:
             raise SystemExit(f"{bench}: an empty benchmark file (the job did not finish?)")
         times[str(bench.relative_to(run / "benchmarks").with_suffix(""))] = round(float(first["s"]), 1)
+    qa = qa_rows(run / "tables" / "qa.csv")
     protocol = json.loads((run / "tables" / "classification.protocol.json").read_text())
     if protocol["config_sha256"] is None:
         raise SystemExit(f"{run}/tables: made without the run's config (run the tables through Snakemake)")
@@ -102,9 +105,29 @@ def snapshot(run: Path) -> dict:
                       "git_dirty": protocol["code"]["git_dirty"], "config_sha256": protocol["config_sha256"]},
         "classification": rows,
         "ecg_check": checks,
+        **({"qa": qa} if qa is not None else {}),
         "sha256": hashes,
         "rule_seconds": times,
     }  # fmt: skip
+
+
+def qa_rows(table: Path) -> list[dict] | None:
+    """The rows of the run's ECG-QA table (exact match per type and avg with intervals), or None without one."""
+    if not table.is_file():
+        return None
+    rows = []
+    with open(table, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if "paper" in row["model"]:
+                continue
+            entry = {"model": row["model"], "reading": row["reading"], "questions": int(row["questions"]),
+                     "unparsed": _float(row["unparsed"])}  # fmt: skip
+            for column in QA_COLUMNS:
+                value = _float(row[column])
+                entry[column] = None if value is None else {"value": value, "low": _float(row[f"{column}_low"]),
+                                                            "high": _float(row[f"{column}_high"])}  # fmt: skip
+            rows.append(entry)
+    return rows
 
 
 def _cell(figure: dict | None) -> str:
@@ -138,6 +161,15 @@ def render(snap: dict) -> str:
         for name, c in snap["ecg_check"].items():
             lines.append(f"- {name}: {c['true_loss']:.4f} true vs {c['shuffled_loss']:.4f} shuffled, difference "
                          f"{c['difference']:.4f} [{c['low']:.4f}, {c['high']:.4f}] ({c['n_samples']} samples)")
+    if snap.get("qa"):
+        lines += ["", "ECG-QA, exact match of the answer set on the test questions with its 95% interval over "
+                      "patients (`tables/qa.md`; unparsed: generated replies that are no answer set):", "",
+                  "| model | reading | questions | S-Verify | S-Choose | S-Query | Avg | unparsed |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for row in snap["qa"]:
+            unparsed = "-" if row["unparsed"] is None else f"{row['unparsed']:.2f}"
+            lines.append(f"| {row['model']} | {row['reading']} | {row['questions']} | "
+                         + " | ".join(_cell(row[c]) for c in QA_COLUMNS) + f" | {unparsed} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

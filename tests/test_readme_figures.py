@@ -41,6 +41,7 @@ def test_a_hand_edit_of_a_figure_is_caught_and_write_restores_it(tmp_path, monke
     assert "| full | mcq | tiny | 224 / n/a / 10 of 117 | 0.63 [0.55-0.71] | n/a | 0.50 [n/a] |" in text
     assert "- full: 3.2000 true vs 3.3000 shuffled, difference 0.1000 [0.0500, 0.1500] (128 samples)" in text
     assert "main abcdef0, config 0123456789ab, Some CPU, 2 cores" in text
+    assert "ECG-QA" not in text  # a snapshot without a QA table renders none
     readme.write_text(text.replace("0.63 [0.55-0.71]", "0.73 [0.55-0.71]"))
     assert figures.check(readme) == ["demo"]
 
@@ -48,3 +49,10 @@ def test_a_hand_edit_of_a_figure_is_caught_and_write_restores_it(tmp_path, monke
 def test_a_snapshot_needs_a_finished_run(tmp_path):
     with pytest.raises(SystemExit, match="no classification table"):
         figures.snapshot(tmp_path / "demo")
+
+
+def test_the_qa_rows_of_a_snapshot_are_rendered():
+    entry = {"value": 0.71, "low": 0.66, "high": 0.75}
+    snap = {**SNAP, "qa": [{"model": "ECG-LM", "reading": "generate", "questions": 2186, "unparsed": 0.05,
+                            "single-verify": entry, "single-choose": entry, "single-query": None, "avg": None}]}  # fmt: skip
+    assert "| ECG-LM | generate | 2186 | 0.71 [0.66-0.75] | 0.71 [0.66-0.75] | n/a | n/a | 0.05 |" in figures.render(snap)

@@ -206,3 +206,7 @@ def test_the_readme_snapshot_of_a_run_holds_its_figures_hashes_and_times(demo_ru
     assert "tables/classification.csv" in snap["sha256"] and "align/full/model.safetensors" in snap["sha256"]
     assert snap["rule_seconds"]["make_tables"] > 0 and set(snap["ecg_check"]) >= {"full", "smollm2"}
     assert snap["made_with"]["config_sha256"] and "| full | mcq |" in figures.render(snap)
+    ecg = next(r for r in snap["qa"] if r["model"] == "ECG-LM" and r["reading"] == "constrained")
+    assert ecg["unparsed"] == 0.0 and ecg["avg"]["low"] <= ecg["avg"]["value"] <= ecg["avg"]["high"]
+    assert "tables/qa.csv" in snap["sha256"] and "qa/finetune/ecg/adapter/adapter_model.safetensors" in snap["sha256"]
+    assert "| ECG-LM | constrained |" in figures.render(snap)

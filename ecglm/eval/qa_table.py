@@ -185,7 +185,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "qa-table",
         help="the ECG-QA table (the paper's Table 3) from evaluate-qa results, with intervals and paired differences",
-        description=__doc__.split("\n\n")[1],
+        description=(
+            "Write the ECG-QA table (the paper's Table 3: S-Verify, S-Choose, S-Query, Avg) and its CSV from "
+            "`ecglm evaluate-qa` results: a row per model and reading, the ECG-LM on the test questions whose "
+            "ECG the alignment never saw, the paper's published figures, the paired differences ECG-LM minus "
+            "blind and minus shuffled (the same questions and patient draws), and the protocol."
+        ),
     )
     p.add_argument("--results", action="append", default=[], metavar="NAME=FILE", required=True,
                    help=f"an evaluate-qa result; NAME one of {', '.join(NAMES)} (repeatable; ecg required)")
