@@ -13,7 +13,9 @@ hidden size, ``V`` rows of the LLM's input embedding matrix, ``K`` = ``num_ecg_t
   spare rows beyond the tokenizer are excluded, see :func:`vocab_exclusions`).
 - The splice (LLaVA's ``special_image_mask`` + ``masked_scatter``): the token embeddings of ``input_ids``
   with the ``K`` projected embeddings of row ``b`` written, in order, at row ``b``'s ``K`` ``<ecg>``
-  positions. Each row must hold exactly ``K`` ``<ecg>`` ids (ValueError otherwise, naming the counts).
+  positions. Each row must hold exactly ``K`` ``<ecg>`` ids (ValueError otherwise, naming the counts),
+  but for a row whose lead mask keeps no lead: a text without an ECG (a chat batch mixes both), which
+  must hold none.
 - Saved (:meth:`ECGLM.save`): ``model.safetensors`` with the encoder and projector tensors only (no LLM
   weight) and ``config.json`` naming the base LLM, the projector and the encoder.
 - LoRA (:meth:`ECGLM.add_lora`, the instruction fine-tunings): peft's low-rank adapters on the LLM's
@@ -379,20 +381,31 @@ class ECGLM(nn.Module):
         batch = input_ids.shape[0]
         if signals.shape[0] != batch:
             raise ValueError(f"{signals.shape[0]} ECG signals for a batch of {batch} texts")
-        expected = batch * self.num_ecg_tokens
+        # a row whose lead mask keeps no lead is a text without an ECG (a chat turn about no recording)
+        has_ecg = torch.ones(batch, dtype=torch.bool, device=input_ids.device)  # [B]
+        if lead_mask is not None and ecg_embeds is None:
+            has_ecg = lead_mask.to(input_ids.device, torch.bool).any(dim=1)
+        expected = int(has_ecg.sum()) * self.num_ecg_tokens
         if n_tokens != expected:
             raise ValueError(
                 f"input_ids hold {n_tokens} {ECG_TOKEN} tokens, expected {expected} "
-                f"(batch {batch} x num_ecg_tokens {self.num_ecg_tokens})"
+                f"({int(has_ecg.sum())} rows with an ECG x num_ecg_tokens {self.num_ecg_tokens})"
             )
         per_row = is_ecg.sum(dim=1)  # [B]
-        bad = (per_row != self.num_ecg_tokens).nonzero().flatten().tolist()
+        bad = (per_row != has_ecg.long() * self.num_ecg_tokens).nonzero().flatten().tolist()
         if bad:
             raise ValueError(
-                f"rows {bad} hold {per_row[bad].tolist()} {ECG_TOKEN} tokens, expected {self.num_ecg_tokens} each"
+                f"rows {bad} hold {per_row[bad].tolist()} {ECG_TOKEN} tokens, expected {self.num_ecg_tokens} each "
+                "(0 where the lead mask keeps no lead)"
             )
-        ecg = (ecg_embeds if ecg_embeds is not None else self.project(signals, lead_mask)).to(embeds.dtype)  # [B, K, H]
-        return embeds.masked_scatter(is_ecg.unsqueeze(-1), ecg)  # [B, L, H]
+        if ecg_embeds is not None:
+            ecg = ecg_embeds  # [B, K, H]
+        elif bool(has_ecg.all()):
+            ecg = self.project(signals, lead_mask)  # [B, K, H]
+        else:
+            rows = has_ecg.nonzero().flatten().to(signals.device)
+            ecg = self.project(signals[rows], lead_mask[rows])  # [B', K, H] the rows with an ECG
+        return embeds.masked_scatter(is_ecg.unsqueeze(-1), ecg.to(embeds.dtype))  # [B, L, H]
 
     def forward(
         self,

@@ -367,6 +367,39 @@ def qa_answer_text(answers: Sequence[str]) -> str:
     return " " + ANSWER_SEPARATOR.join(answers)
 
 
+#: The chat's standing system text (ours; the paper's conversations are not published).
+CHAT_SYSTEM = ("You are ECG-LM, a research model that reads electrocardiograms. You are not a doctor and your "
+               "answers are not medical advice.")  # fmt: skip
+#: The user's words that hand over the ECG (the paper's Table 6: "This is the electrocardiogram: ...").
+CHAT_ECG_REQUEST = f"This is my electrocardiogram: {ECG_TOKEN}. What does it show?"
+
+
+def chat_system(patient: Patient | None = None, general: str | None = None,
+                leads: Mapping[str, str | None] | None = None) -> str:  # fmt: skip
+    """The system text of a chat about one ECG: :data:`CHAT_SYSTEM`, the patient sentence (when known) and,
+    when ``leads`` is given, the measured findings in the training template's words."""
+    parts = [CHAT_SYSTEM]
+    if patient is not None:
+        parts.append(patient_sentence(patient))
+    if leads is not None:
+        _check_lead_names(leads)
+        described = ", ".join(f"lead {lead}: {lead_description(leads, lead)}" for lead in LEADS if lead in leads)
+        parts.append(f"The measured findings of the ECG: in general {general_description(general)}"
+                     + (f", {described}." if described else "."))  # fmt: skip
+    return " ".join(parts)
+
+
+def chat_ecg_answer(report: str, general: str | None, leads: Mapping[str, str | None]) -> str:
+    """What ECG-LM answers to :data:`CHAT_ECG_REQUEST` in the training dialogues: the report and the findings,
+    in the training template's words ("The ECG report indicates ... The anomalies in general: ..., lead I: ...")."""
+    _check_lead_names(leads)
+    report_text = clean_phrase(report)
+    if not report_text:
+        raise ValueError("the report is empty")
+    described = "".join(f", lead {lead}: {lead_description(leads, lead)}" for lead in LEADS if lead in leads)
+    return f"{REPORT_STEM} {report_text}. The anomalies in general: {general_description(general)}{described}."
+
+
 def classes_named(text: str, task: str) -> list[str]:
     """The class codes of ``task`` whose :data:`CLASS_PHRASES` ``text`` names, in order of first mention.
 

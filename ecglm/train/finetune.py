@@ -179,7 +179,7 @@ def setup(cfg: FinetuneConfig, datasets: DatasetFactory, device: Any, dist_info:
 
 
 def finish(run: Run, out_dir: Path, resume_dir: Path | None, llm_before: dict | None, seconds: float,
-           inputs: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+           inputs: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """Rank 0: check the base LLM is unchanged, write OUT (module docstring), remove the resume folder."""
     check_llm_unchanged(run.llm, llm_before)
     sched = run.schedule
@@ -216,7 +216,7 @@ def finish(run: Run, out_dir: Path, resume_dir: Path | None, llm_before: dict | 
 
 def finetune(cfg: FinetuneConfig, datasets: DatasetFactory, out_dir: str | os.PathLike,
              resume_dir: str | os.PathLike | None = None, *, name: str = "finetune", progress: bool = True,
-             threads: int | None = None, inputs: dict[str, str] | None = None,
+             threads: int | None = None, inputs: dict[str, Any] | None = None,
              on_step: Callable[[int], None] | None = None) -> dict[str, Any] | None:  # fmt: skip
     """Fine-tune the aligned ECG-LM of ``cfg.aligned_dir`` on the samples ``datasets`` builds; write OUT on rank 0.
 
@@ -274,7 +274,25 @@ def qa_datasets(train: Path, valid: Path, signals: Path) -> DatasetFactory:
     return build
 
 
+def chat_datasets(dialogues: tuple[list[Any], list[Any]], signals: Path) -> DatasetFactory:
+    """The training and validation dialogues (:class:`ecglm.train.chat_data.ChatDataset`)."""
+
+    def build(tokenizer: Any, num_ecg_tokens: int, cfg: FinetuneConfig) -> tuple[Any, Any]:
+        from ecglm.train.chat_data import ChatDataset
+
+        train, val = dialogues
+        return (ChatDataset(train, signals, tokenizer, cfg.max_length, num_ecg_tokens=num_ecg_tokens),
+                ChatDataset(val, signals, tokenizer, cfg.max_length, num_ecg_tokens=num_ecg_tokens))  # fmt: skip
+
+    return build
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_qa(subparsers)
+    _register_chat(subparsers)
+
+
+def _register_qa(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "finetune-qa",
         help="fine-tune an aligned ECG-LM on ECG-QA's training questions (LoRA + encoder + projector)",
@@ -298,6 +316,63 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     FinetuneConfig.add_options(p, threads=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def _register_chat(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "finetune-chat",
+        help="fine-tune an aligned ECG-LM for conversation (scrubbed conversations + ECG dialogues; LoRA)",
+        description=(
+            "Supervised fine-tuning for clinical conversation with the LLM's own chat template (a plain "
+            "User/Assistant layout for an LLM without one), the loss on the assistant turns only. Inputs: any "
+            "HealthCareMagic-format files (--conversations, scrubbed of personal data first; the counts go to "
+            "the log and metrics.json) and dialogues built from the training ECGs (the report and the per-lead "
+            "findings as the answer, ECG-QA questions as further turns, the findings in the system text of a "
+            "seeded share only), our substitute for the paper's private hospital dialogues. Validation: the "
+            "dialogues of the val ECGs. The same loop, adapters and outputs as finetune-qa."
+        ),
+    )
+    p.add_argument("--records", required=True, type=Path, help="records.parquet written by `ecglm prepare`")
+    p.add_argument("--reports", required=True, type=Path, help="reports_en.parquet written by `ecglm translate`")
+    p.add_argument("--findings", required=True, type=Path, help="findings.parquet written by `ecglm describe`")
+    p.add_argument("--signals", "--signals-npy", dest="signals", required=True, type=Path,
+                   help="signals_{fs}.npy written by `ecglm prepare`")  # fmt: skip
+    p.add_argument("--conversations", type=Path, nargs="*", default=[],
+                   help="HealthCareMagic-format JSON files (instruction, input, output), scrubbed before use")
+    p.add_argument("--qa", type=Path, default=None, help="the `ecglm qa-data` folder: its train questions as turns")
+    p.add_argument("--qa-turns", type=int, default=1, help="ECG-QA turns after each ECG's first turn (default: 1)")
+    p.add_argument("--findings-share", type=float, default=0.5,
+                   help="share of the ECG dialogues whose system text holds the findings (default: %(default)s)")
+    p.add_argument("--aligned", required=True, type=Path, help="the `ecglm align` output folder to start from")
+    p.add_argument("--llm", required=True, help="the base LLM it was aligned with (a folder or hf:NAME)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--resume-dir", type=Path, default=None,
+                   help="folder for resume checkpoints, OUTSIDE --out; a rerun resumes from it (default: none)")
+    FinetuneConfig.add_options(p, threads=True)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_chat)
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from ecglm.train.chat_data import conversation_dialogues, ecg_dialogues
+
+    if not 0.0 <= args.findings_share <= 1.0 or args.qa_turns < 0:
+        raise StageError("--findings-share must be in [0, 1] and --qa-turns >= 0")
+    cfg = dataclasses.replace(FinetuneConfig.from_args(args), llm=str(args.llm), aligned_dir=str(args.aligned))
+    conversations, scrubbed = conversation_dialogues(args.conversations)
+    log.info("conversations: %d from %d file(s); scrubbed %s", len(conversations), len(args.conversations),
+             dict(sorted(scrubbed.items())) or "nothing")  # fmt: skip
+    common = dict(seed=cfg.seed, findings_share=args.findings_share, qa_turns=args.qa_turns)
+    train = ecg_dialogues(args.records, args.reports, args.findings, split="train",
+                          qa=args.qa / "train.parquet" if args.qa else None, **common)  # fmt: skip
+    val = ecg_dialogues(args.records, args.reports, args.findings, split="val",
+                        qa=args.qa / "valid.parquet" if args.qa else None, **common)  # fmt: skip
+    log.info("ECG dialogues: %d train, %d val", len(train), len(val))
+    finetune(cfg, chat_datasets((train + conversations, val), args.signals), args.out, args.resume_dir,
+             name="finetune-chat", progress=not args.no_progress, threads=args.threads,
+             inputs={"conversations": [str(p) for p in args.conversations], "scrubbed": dict(scrubbed),
+                     "n_conversations": len(conversations), "n_ecg_dialogues": len(train)})  # fmt: skip
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
