@@ -31,43 +31,23 @@ statistics are rank 0's (DDP broadcasts buffers from rank 0 each forward).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
-from ecglm.core.atomic import write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.stage_config import DETERMINISTIC_DOC, DEVICE_PATTERN, StageConfig, setting
 from ecglm.models import PROJECTORS
 from ecglm.models.llm import DTYPES
 from ecglm.text.prompts import TASK_NAMES
 from ecglm.train.ecg_effect import ecg_effect
-from ecglm.train.loop import (
-    LOG_FILE,
-    Dist,
-    Run,
-    barrier,
-    check_llm_unchanged,
-    frozen_llm_copy,
-    init_distributed,
-    make_optimizer,
-    make_schedule,
-    resume,
-    train_loop,
-    val_indices,
-    wrap_ddp,
-)  # fmt: skip
+from ecglm.train.loop import Dist, Run, finish, make_optimizer, make_schedule, session, train, wrap_ddp
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.json"
 #: Fields that may change between a run and its resumption (they do not change the trained weights).
 RESUME_FREE_FIELDS = ("num_workers", "checkpoint_every", "eval_every", "device", "ecg_check_samples", "max_val_samples")
 
@@ -253,42 +233,6 @@ def setup(cfg: AlignConfig, pairs_dir: Path, signals: Path, records: Path | None
     )  # fmt: skip
 
 
-def finish(run: Run, out_dir: Path, resume_dir: Path | None, llm_before: dict | None, seconds: float,
-           pairs_dir: Path, signals: Path, ecg_check: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Rank 0: check the LLM is unchanged, write OUT (module docstring), remove the resume folder."""
-    check_llm_unchanged(run.llm, llm_before)
-    sched = run.schedule
-    metrics = {
-        "final_train_loss": run.last_train,
-        "final_val_loss": run.last_val,
-        "steps": run.step,
-        "steps_per_epoch": sched.steps_per_epoch,
-        "epochs": run.cfg.epochs,
-        "global_batch": sched.global_batch,
-        "world_size": run.dist.world_size,
-        "n_train_samples": len(run.train_set),
-        "n_val_samples": len(run.val_set),
-        "n_val_scored": len(val_indices(len(run.val_set), run.cfg.max_val_samples, run.cfg.seed)),
-        "seconds": round(seconds, 3),
-        "resumed": any(h.get("event") == "resumed" for h in run.history),
-        "device": str(run.device),
-        "llm": run.cfg.llm,
-        "pairs": str(pairs_dir),
-        "signals": str(signals),
-        "balanced_draws": run.draw_shares,  # per balanced task: each class's share of the training draws
-        "ecg_check": ecg_check,  # val loss with the true vs other records' ECGs (ecglm.train.ecg_effect)
-    }
-    run.model.save(out_dir)
-    write_text_atomic(out_dir / CONFIG_FILE, run.cfg.to_yaml())
-    write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(h) + "\n" for h in run.history))
-    write_text_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    log.info("aligned in %d steps (%.0f s): train loss %s, val loss %s; wrote %s", run.step, seconds,
-             run.last_train, run.last_val, out_dir)  # fmt: skip
-    if resume_dir is not None and resume_dir.exists():
-        shutil.rmtree(resume_dir, ignore_errors=True)
-    return metrics
-
-
 def align(
     cfg: AlignConfig,
     pairs_dir: str | os.PathLike,
@@ -309,11 +253,7 @@ def align(
     each optimizer step (and its checkpoint); an exception it raises stops the run like an interruption.
     Returns the metrics dict (rank 0; None on other ranks).
     """
-    import torch
-
-    from ecglm.core.seeding import deterministic_torch
     from ecglm.data.ecg_data import open_signals
-    from ecglm.train.runtime import resolve_device, torch_threads
 
     if not cfg.llm:
         raise StageError("align config: llm must name the base LLM (a folder or a Hub id): --set llm=PATH")
@@ -322,34 +262,18 @@ def align(
     pairs_dir, signals, out_dir = Path(pairs_dir), Path(signals), Path(out_dir)
     resume_dir = Path(resume_dir) if resume_dir is not None else None
     open_signals(signals)  # fail early on a bad array
-    device = resolve_device(cfg.device)
-    dist_info = init_distributed(device.type)
-    if device.type == "cuda" and dist_info.world_size > 1:
-        device = torch.device("cuda", dist_info.local_rank)
-        torch.cuda.set_device(device)
     t_start = time.time()
-    deterministic = deterministic_torch(cuda=device.type == "cuda") if cfg.deterministic else contextlib.nullcontext()
-    with torch_threads(threads), deterministic:
+    metrics = None
+    with session(cfg, threads) as (device, dist_info):
         run = setup(cfg, pairs_dir, signals, Path(records) if records is not None else None, device, dist_info)
-        resume(run, resume_dir)
-        llm_before = None
-        if dist_info.is_main:
-            llm_before = frozen_llm_copy(run.llm)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(h) + "\n" for h in run.history))
-        train_loop(run, out_dir, resume_dir, progress and dist_info.is_main, on_step)
-        effect = None
+        llm_before = train(run, out_dir, resume_dir, progress, on_step)
         if dist_info.is_main:  # does the ECG reach the LLM? (ecglm.train.ecg_effect)
             effect = ecg_effect(run.model, run.val_set, run.loader_kw["collate_fn"], max_samples=cfg.ecg_check_samples,
                                 batch_size=cfg.batch_size, seed=cfg.seed, device=run.device, amp=cfg.amp)  # fmt: skip
-    metrics = None
-    if dist_info.is_main:
-        metrics = finish(run, out_dir, resume_dir, llm_before, time.time() - t_start, pairs_dir, signals, effect)
-    barrier(dist_info)
-    if dist_info.initialized_here:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+            extra = {"llm": cfg.llm, "pairs": str(pairs_dir), "signals": str(signals),
+                     "balanced_draws": run.draw_shares,  # per balanced task: each class's share of the training draws
+                     "ecg_check": effect}  # val loss with the true vs other records' ECGs  # fmt: skip
+            metrics = finish(run, out_dir, resume_dir, llm_before, time.time() - t_start, extra)
     return metrics
 
 

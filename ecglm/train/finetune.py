@@ -23,40 +23,21 @@ without the ECG sentence and without a signal.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
-from ecglm.core.atomic import write_text_atomic
 from ecglm.core.errors import StageError
 from ecglm.core.stage_config import DETERMINISTIC_DOC, DEVICE_PATTERN, StageConfig, setting
 from ecglm.models.llm import DTYPES
-from ecglm.train.loop import (
-    LOG_FILE,
-    Run,
-    barrier,
-    check_llm_unchanged,
-    frozen_llm_copy,
-    init_distributed,
-    make_optimizer,
-    make_schedule,
-    resume,
-    train_loop,
-    val_indices,
-    wrap_ddp,
-)
+from ecglm.train.loop import Run, finish, make_optimizer, make_schedule, session, train, wrap_ddp
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.json"
 #: Fields that may change between a run and its resumption (they do not change the trained weights).
 RESUME_FREE_FIELDS = ("num_workers", "checkpoint_every", "eval_every", "device", "max_val_samples")
 
@@ -178,42 +159,6 @@ def setup(cfg: FinetuneConfig, datasets: DatasetFactory, device: Any, dist_info:
     )  # fmt: skip
 
 
-def finish(run: Run, out_dir: Path, resume_dir: Path | None, llm_before: dict | None, seconds: float,
-           inputs: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """Rank 0: check the base LLM is unchanged, write OUT (module docstring), remove the resume folder."""
-    check_llm_unchanged(run.llm, llm_before)
-    sched = run.schedule
-    metrics = {
-        "final_train_loss": run.last_train,
-        "final_val_loss": run.last_val,
-        "steps": run.step,
-        "steps_per_epoch": sched.steps_per_epoch,
-        "epochs": run.cfg.epochs,
-        "global_batch": sched.global_batch,
-        "world_size": run.dist.world_size,
-        "n_train_samples": len(run.train_set),
-        "n_val_samples": len(run.val_set),
-        "n_val_scored": len(val_indices(len(run.val_set), run.cfg.max_val_samples, run.cfg.seed)),
-        "trainable_parameters": sum(p.numel() for p in run.params),
-        "adapter_parameters": sum(p.numel() for p in run.llm.parameters() if p.requires_grad),
-        "seconds": round(seconds, 3),
-        "resumed": any(h.get("event") == "resumed" for h in run.history),
-        "device": str(run.device),
-        "ecg": run.cfg.ecg,
-        "aligned": run.cfg.aligned_dir,
-        **inputs,
-    }
-    run.model.save(out_dir)
-    write_text_atomic(out_dir / CONFIG_FILE, run.cfg.to_yaml())
-    write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(h) + "\n" for h in run.history))
-    write_text_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    log.info("%s: %d steps (%.0f s): train loss %s, val loss %s; wrote %s", run.name, run.step, seconds,
-             run.last_train, run.last_val, out_dir)  # fmt: skip
-    if resume_dir is not None and resume_dir.exists():
-        shutil.rmtree(resume_dir, ignore_errors=True)
-    return metrics
-
-
 def finetune(cfg: FinetuneConfig, datasets: DatasetFactory, out_dir: str | os.PathLike,
              resume_dir: str | os.PathLike | None = None, *, name: str = "finetune", progress: bool = True,
              threads: int | None = None, inputs: dict[str, Any] | None = None,
@@ -223,38 +168,19 @@ def finetune(cfg: FinetuneConfig, datasets: DatasetFactory, out_dir: str | os.Pa
     The same guarantees as ``ecglm align``: the base LLM's weights never change, every file is written
     atomically, and with ``resume_dir`` a rerun after an interruption ends with the weights an
     uninterrupted run ends with (CPU, same thread count). Returns the metrics (rank 0; None elsewhere)."""
-    import torch
-
-    from ecglm.core.seeding import deterministic_torch
-    from ecglm.train.runtime import resolve_device, torch_threads
-
     if not cfg.llm or not cfg.aligned_dir:
         raise StageError("finetune config: llm and aligned_dir must name the base LLM and the aligned model")
     out_dir, resume_dir = Path(out_dir), Path(resume_dir) if resume_dir is not None else None
-    device = resolve_device(cfg.device)
-    dist_info = init_distributed(device.type)
-    if device.type == "cuda" and dist_info.world_size > 1:
-        device = torch.device("cuda", dist_info.local_rank)
-        torch.cuda.set_device(device)
     t_start = time.time()
-    deterministic = deterministic_torch(cuda=device.type == "cuda") if cfg.deterministic else contextlib.nullcontext()
-    with torch_threads(threads), deterministic:
-        run = setup(cfg, datasets, device, dist_info, name)
-        resume(run, resume_dir)
-        llm_before = None
-        if dist_info.is_main:
-            llm_before = frozen_llm_copy(run.llm)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(h) + "\n" for h in run.history))
-        train_loop(run, out_dir, resume_dir, progress and dist_info.is_main, on_step)
     metrics = None
-    if dist_info.is_main:
-        metrics = finish(run, out_dir, resume_dir, llm_before, time.time() - t_start, inputs or {})
-    barrier(dist_info)
-    if dist_info.initialized_here:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    with session(cfg, threads) as (device, dist_info):
+        run = setup(cfg, datasets, device, dist_info, name)
+        llm_before = train(run, out_dir, resume_dir, progress, on_step)
+        if dist_info.is_main:
+            extra = {"trainable_parameters": sum(p.numel() for p in run.params),
+                     "adapter_parameters": sum(p.numel() for p in run.llm.parameters() if p.requires_grad),
+                     "ecg": cfg.ecg, "aligned": cfg.aligned_dir, **(inputs or {})}  # fmt: skip
+            metrics = finish(run, out_dir, resume_dir, llm_before, time.time() - t_start, extra)
     return metrics
 
 
@@ -308,6 +234,12 @@ def _register_qa(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--qa", required=True, type=Path, help="the `ecglm qa-data` folder (train.parquet, valid.parquet)")
     p.add_argument("--signals", "--signals-npy", dest="signals", required=True, type=Path,
                    help="signals_{fs}.npy written by `ecglm prepare` (the questions' row indexes it)")  # fmt: skip
+    _common_options(p)
+    p.set_defaults(func=run)
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    """The options every fine-tuning stage shares: where it starts, where it writes, its settings."""
     p.add_argument("--aligned", required=True, type=Path, help="the `ecglm align` output folder to start from")
     p.add_argument("--llm", required=True, help="the base LLM it was aligned with (a folder or hf:NAME)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
@@ -315,7 +247,6 @@ def _register_qa(subparsers: argparse._SubParsersAction) -> None:
                    help="folder for resume checkpoints, OUTSIDE --out; a rerun resumes from it (default: none)")
     FinetuneConfig.add_options(p, threads=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
 def _register_chat(subparsers: argparse._SubParsersAction) -> None:
@@ -343,13 +274,7 @@ def _register_chat(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--qa-turns", type=int, default=1, help="ECG-QA turns after each ECG's first turn (default: 1)")
     p.add_argument("--findings-share", type=float, default=0.5,
                    help="share of the ECG dialogues whose system text holds the findings (default: %(default)s)")
-    p.add_argument("--aligned", required=True, type=Path, help="the `ecglm align` output folder to start from")
-    p.add_argument("--llm", required=True, help="the base LLM it was aligned with (a folder or hf:NAME)")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--resume-dir", type=Path, default=None,
-                   help="folder for resume checkpoints, OUTSIDE --out; a rerun resumes from it (default: none)")
-    FinetuneConfig.add_options(p, threads=True)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common_options(p)
     p.set_defaults(func=run_chat)
 
 

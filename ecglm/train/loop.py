@@ -61,6 +61,8 @@ from ecglm.core.seeding import numpy_rng
 log = logging.getLogger(__name__)
 
 LOG_FILE = "log.jsonl"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
 RESUME_WEIGHTS = "trainable.safetensors"
 RESUME_STATE = "state.pt"
 RESUME_HISTORY = "history.json"
@@ -546,3 +548,80 @@ def barrier(dist_info: Dist) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+# ------------------------------------------------------------------------------------- a stage's run
+
+
+@contextlib.contextmanager
+def session(cfg: Any, threads: int | None) -> Iterator[tuple[Any, Dist]]:
+    """``(device, dist)`` of a training stage's run: the device resolved (under torchrun the process group
+    joined, CUDA: this process's GPU), torch's CPU threads pinned, deterministic kernels when
+    ``cfg.deterministic``; at the end every process waits for the others and the group is left."""
+    import torch
+
+    from ecglm.core.seeding import deterministic_torch
+    from ecglm.train.runtime import resolve_device, torch_threads
+
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device.type)
+    if device.type == "cuda" and dist_info.world_size > 1:
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    deterministic = deterministic_torch(cuda=device.type == "cuda") if cfg.deterministic else contextlib.nullcontext()
+    try:
+        with torch_threads(threads), deterministic:
+            yield device, dist_info
+        barrier(dist_info)
+    finally:
+        if dist_info.initialized_here:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def train(run: Run, out_dir: Path, resume_dir: Path | None, progress: bool,
+          on_step: Callable[[int], None] | None) -> dict[str, Any] | None:  # fmt: skip
+    """Resume (or seed) the run and train it to the end; return the copy of the frozen LLM tensors that
+    :func:`finish` checks (rank 0, small LLMs; else None)."""
+    resume(run, resume_dir)
+    llm_before = None
+    if run.dist.is_main:
+        llm_before = frozen_llm_copy(run.llm)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(h) + "\n" for h in run.history))
+    train_loop(run, out_dir, resume_dir, progress and run.dist.is_main, on_step)
+    return llm_before
+
+
+def finish(run: Run, out_dir: Path, resume_dir: Path | None, llm_before: dict | None, seconds: float,
+           extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Rank 0: check the frozen LLM tensors are unchanged, write the model (``run.model.save``), the config
+    (config.yaml), the log and metrics.json (the run's figures, then ``extra``), and remove the resume folder."""
+    check_llm_unchanged(run.llm, llm_before)
+    sched = run.schedule
+    metrics = {
+        "final_train_loss": run.last_train,
+        "final_val_loss": run.last_val,
+        "steps": run.step,
+        "steps_per_epoch": sched.steps_per_epoch,
+        "epochs": run.cfg.epochs,
+        "global_batch": sched.global_batch,
+        "world_size": run.dist.world_size,
+        "n_train_samples": len(run.train_set),
+        "n_val_samples": len(run.val_set),
+        "n_val_scored": len(val_indices(len(run.val_set), run.cfg.max_val_samples, run.cfg.seed)),
+        "seconds": round(seconds, 3),
+        "resumed": any(h.get("event") == "resumed" for h in run.history),
+        "device": str(run.device),
+        **extra,
+    }
+    run.model.save(out_dir)
+    write_text_atomic(out_dir / CONFIG_FILE, run.cfg.to_yaml())
+    write_text_atomic(out_dir / LOG_FILE, "".join(json.dumps(h) + "\n" for h in run.history))
+    write_text_atomic(out_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    log.info("%s: %d steps (%.0f s): train loss %s, val loss %s; wrote %s", run.name, run.step, seconds,
+             run.last_train, run.last_val, out_dir)  # fmt: skip
+    if resume_dir is not None and resume_dir.exists():
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    return metrics
