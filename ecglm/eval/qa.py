@@ -11,14 +11,16 @@ helper the classification tables use). Two readings, both reported:
   ``max_new_tokens``; the text is split at ";" into answers, each matched (case and surrounding space
   ignored) against the template's valid answers. An answer that is empty or not a valid answer of the
   template makes the whole reply unparsed: it counts as wrong, and the rate of such replies is reported.
-- ``constrained`` (ours): every valid answer ``a`` of the question's template is scored by the
-  log-probability of " a" as the FIRST answer of the reply; the scores are normalised over the template's
-  answers (softmax) into ``q``. Verify and choose questions take the best answer. A query takes every
-  answer with ``q_a >= q_max / 2``: the fine-tuning writes each answer set in a random order per question
+- ``constrained`` (ours): every valid answer ``a`` of the question's template is scored by a
+  log-probability. Verify and choose questions (one answer each, but for a handful of choose questions)
+  score " a" followed by the end of the reply (EOS), the whole reply, so that "no" does not take the mass
+  of "not sure", and take the best. A query scores " a" as the FIRST answer of the reply; the scores are
+  normalised over the template's answers (softmax) into ``q`` and the query takes every answer with
+  ``q_a >= q_max / 2``: the fine-tuning writes each answer set in a random order per question
   (:mod:`ecglm.train.qa_data`), so a model that knows the set gives each of its ``k`` members about
-  ``1/k`` of the first place and the others about 0, and half the best share separates the two. Answers
-  whose text begins another answer's text ("lead I", "lead II") share the mass of that prefix; this
-  reading is never unparsed.
+  ``1/k`` of the first place and the others about 0, and half the best share separates the two (answers
+  whose text begins another's, "lead I" and "lead II", share the mass of that prefix). This reading is
+  never unparsed.
 
 Models: a fine-tuned ECG-LM (``ecglm finetune-qa``; one trained with ``ecg: false`` is the blind baseline
 and is asked without the ECG sentence), optionally with ``--control shuffled`` (each question gets the ECG
@@ -160,10 +162,11 @@ def load_finetuned(model_dir: Path, llm_path: str, device: str = "auto") -> tupl
     return model, tokenizer, bool(settings.get("ecg", True))
 
 
-def first_answer_scores(model: Any, tokenizer: Any, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
-                        signals: Any, *, batch_size: int, max_length: int) -> list[np.ndarray]:  # fmt: skip
-    """Log-probability of " a" as the first answer after each prompt, for each candidate ``a`` of that
-    prompt: ``[A_i]`` per prompt. Each ECG is projected once and shared by its prompt's candidates."""
+def answer_scores(model: Any, tokenizer: Any, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
+                  signals: Any, whole: Sequence[bool], *, batch_size: int, max_length: int) -> list[np.ndarray]:  # fmt: skip
+    """Log-probability of " a" after each prompt, for each candidate ``a`` of that prompt: ``[A_i]`` per prompt;
+    as the whole reply (followed by EOS) where ``whole[i]``, else as its first answer. Each ECG is projected
+    once and shared by its prompt's candidates."""
     import torch
 
     from ecglm.models.tokenize_pairs import IGNORE_INDEX, collate, encode_sample
@@ -183,7 +186,7 @@ def first_answer_scores(model: Any, tokenizer: Any, prompts: Sequence[str], cand
             for i, a in chunk:
                 answer = qa_answer_text([a])
                 samples.append(encode_sample(tokenizer, prompts[i] + answer, [(len(prompts[i]), len(prompts[i]) + len(answer))],
-                                             max_length, num_ecg_tokens=model.num_ecg_tokens))  # fmt: skip
+                                             max_length, num_ecg_tokens=model.num_ecg_tokens, add_eos=whole[i]))  # fmt: skip
             batch = collate(samples, tokenizer.pad_token_id)
             embeds = model.embed(batch["input_ids"], ecg_embeds=None if ecg is None else ecg[[i for i, _ in chunk]])
             logits = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(embeds.device),
@@ -223,8 +226,8 @@ def model_answers(model: Any, tokenizer: Any, questions: Any, signals: np.ndarra
                                   max_length=max_length)  # fmt: skip
         out["generate"] = {"predicted": [parse_reply(r, v) for r, v in zip(replies, valid)], "reply": replies}
     if "constrained" in readings:
-        scores = first_answer_scores(model, tokenizer, prompts, valid, signals, batch_size=batch_size,
-                                     max_length=max_length)  # fmt: skip
+        scores = answer_scores(model, tokenizer, prompts, valid, signals, [t != "single-query" for t in types],
+                               batch_size=batch_size, max_length=max_length)  # fmt: skip
         out["constrained"] = {"predicted": [constrained_answer(s, v, t) for s, v, t in zip(scores, valid, types)],
                               "reply": None}  # fmt: skip
     return out

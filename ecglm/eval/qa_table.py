@@ -135,7 +135,8 @@ def render_protocol(docs: Mapping[str, Mapping[str, Any]], config: Mapping[str, 
                                 "single-verify, single-choose and single-query questions only"),
         ("scoring", "exact match of the answer set; generate: greedy decoding split at ';', an answer outside the "
                     "template's answers makes the reply unparsed (wrong); constrained: the template's answers "
-                    "scored as the first answer (ecglm/eval/qa.py)"),
+                    "scored by log-probability, as the whole reply (verify, choose) or as its first answer (query; "
+                    "ecglm/eval/qa.py)"),
         ("baselines", "blind: the same fine-tuning without the ECG (same data, steps, seed); shuffled: the ECG-LM "
                       "given another question's ECG; majority: the most frequent training answer set per template"),
         ("seeds", f"run {None if config is None else config.get('seed')}; evaluation {ecg['seed']}"),
