@@ -59,6 +59,11 @@ include: "rules/align.smk"
 include: "rules/evaluate.smk"
 
 
+if config["chat"]["align_from"]:
+
+    include: "rules/chat.smk"
+
+
 rule all:
     input:
         final_outputs(),

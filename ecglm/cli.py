@@ -37,6 +37,7 @@ STAGE_MODULES = [
     "ecglm.eval.qa_table",
     "ecglm.eval.baselines",
     "ecglm.eval.tables",
+    "ecglm.chat.cli",
 ]
 
 

@@ -35,6 +35,7 @@ if DATA_SOURCE == "demo":
     PTBXL_DIR = f"{DEMO_DIR}/{PTBXL.slug}/{PTBXL.version}"
     PTBXL_PLUS_DIR = f"{DEMO_DIR}/{PTBXL_PLUS.slug}/{PTBXL_PLUS.version}"
     PTBXL_PLUS_ENABLED = True
+    DEMO_CONVERSATIONS = f"{DEMO_DIR}/healthcaremagic/HealthCareMagic-100k.json"  # its HealthCareMagic look-alike
 else:
     PTBXL_DIR = f"resources/physionet/{PTBXL.slug}/{PHYSIONET['ptbxl']['version']}"
     PTBXL_PLUS_DIR = f"resources/physionet/{PTBXL_PLUS.slug}/{PHYSIONET['ptbxl_plus']['version']}"
@@ -119,7 +120,7 @@ def check_stage_settings():
     from ecglm.core.errors import StageError
     from ecglm.train.align import AlignConfig
     from ecglm.train.demo_llm import DemoLLMConfig
-    from ecglm.train.finetune import FinetuneConfig
+    from ecglm.train.finetune import ChatFinetuneConfig, FinetuneConfig
     from ecglm.train.train_encoder import EncoderConfig
 
     seed = {"seed": config["seed"]}
@@ -131,6 +132,8 @@ def check_stage_settings():
         checks.append((AlignConfig, merged, f"config key 'variants.{variant}.align' (merged over 'align')"))
     if config["qa"]["source"] and config["qa"]["align_from"]:
         checks.append((FinetuneConfig, config["finetune_qa"], "config key 'finetune_qa'"))
+    if config["chat"]["align_from"]:
+        checks.append((ChatFinetuneConfig, config["finetune_chat"], "config key 'finetune_chat'"))
     for cls, settings, where in checks:
         try:
             cls.from_dict({**settings, **seed}, source=where)
@@ -226,11 +229,26 @@ def qa_folder():
     return ECGQA_DOWNLOAD_DIR if QA["source"] == "download" else QA["source"]
 
 
+# The conversation fine-tuning (rules/chat.smk): the aligned variant it starts from and its inputs.
+CHAT = config["chat"]
+CHAT_FROM = CHAT["align_from"]
+CHAT_QA = bool(QA["source"]) and CHAT["qa_turns"] > 0
+
+
+def chat_conversations():
+    """The conversation files: the user's (chat.conversations) and, on the demo world, its look-alike."""
+    files = list(CHAT["conversations"])
+    if DATA_SOURCE == "demo":
+        files.append(DEMO_CONVERSATIONS)
+    return files
+
+
 def final_outputs():
     """What `snakemake` (rule all) builds with this config."""
     return [
         *([f"{RESULTS}/qa/data/summary.json"] if QA["source"] else []),
         *([f"{RESULTS}/tables/qa.md"] if QA["source"] and QA["align_from"] else []),
+        *([f"{RESULTS}/chat/MODEL_CARD.md"] if config["chat"]["align_from"] else []),
         f"{RESULTS}/data/features_measured.parquet",
         f"{RESULTS}/text/reports_en.parquet",
         f"{RESULTS}/encoder/pretrained/metrics.json",

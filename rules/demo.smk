@@ -7,6 +7,7 @@ rule make_demo_data:
         ptbxl_sums=f"{PTBXL_DIR}/SHA256SUMS.txt",
         ptbxl_plus_sums=f"{PTBXL_PLUS_DIR}/SHA256SUMS.txt",
         truth=f"{DEMO_DIR}/truth.csv",
+        conversations=DEMO_CONVERSATIONS,
     params:
         dest=lambda wildcards, output: os.path.dirname(output.truth),
         n_records=config["demo"]["n_records"],

@@ -28,7 +28,7 @@ def test_at_most_ten_top_level_modules_and_one_subpackage_per_stage_family():
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(modules) <= 10, modules
     packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
-    assert packages == ["core", "data", "eval", "models", "text", "train"]
+    assert packages == ["chat", "core", "data", "eval", "models", "text", "train"]
 
 
 def test_the_import_contract_holds():

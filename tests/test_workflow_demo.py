@@ -24,7 +24,7 @@ RULES = [
     "train_supervised_encoder/rhythm", "make_tables", "fetch_llm/smollm2", "align_model/smollm2",
     "evaluate_zero_shot/smollm2-form", "evaluate_zero_shot/smollm2-shuffled-rhythm", "prepare_qa",
     "finetune_qa/ecg", "finetune_qa/blind", "evaluate_qa/ecg", "evaluate_qa/blind", "evaluate_qa/shuffled",
-    "evaluate_qa/majority", "make_qa_table",
+    "evaluate_qa/majority", "make_qa_table", "finetune_chat",
 ]
 
 
@@ -107,6 +107,47 @@ def test_smollm2_is_fetched_once_aligned_checked_and_labelled_as_a_smoke_row(dem
     assert doc["control"] == "shuffled" and doc["subset"]["n"] == 10 and doc["n"] == 10
     tiny = rows.filter(pl.col("variant") == "full")["llm"].to_list()
     assert tiny and all(name.startswith("tiny demo Llama") for name in tiny)
+
+
+def _chat_on(demo_run, *args):
+    cmd = [sys.executable, "-m", "ecglm", "chat", "--model", "results/ci/chat", "--max-new-tokens", "24", *args]
+    proc = subprocess.run(cmd, cwd=demo_run, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_the_chat_model_talks_about_a_real_record_in_every_form(demo_run, ptbxl_sample, tmp_path):
+    """The issue's check, at smoke size: after the run, `ecglm chat` on a real PTB-XL record prints the
+    measured findings (the heart rate within 5 bpm of wfdb's XQRS) and an English answer; the same for a
+    CSV export with no patient data, for lead I alone, and for the six limb leads (no V lead named)."""
+    import re
+
+    import wfdb
+    from wfdb import processing
+
+    chat = demo_run / "results" / "ci" / "chat"
+    card = (chat / "MODEL_CARD.md").read_text()
+    assert "Research use only" in card and "SmolLM2" in card and json.loads((chat / "ecg_input.json").read_text())["fs"] == 100
+    assert json.loads((chat / "metrics.json").read_text())["ecg_check"]["n_samples"] == 16
+    base = ptbxl_sample / "records500" / "00000" / "00009_hr"
+    record = wfdb.rdrecord(str(base))
+    peaks = processing.xqrs_detect(record.p_signal[:, 1], fs=record.fs, verbose=False)
+    xqrs = 60.0 * record.fs / float(np.mean(np.diff(peaks)))
+    out = _chat_on(demo_run, "--ecg", f"{base}.hea", "--age", "63", "--sex", "male", "--ask", "What does this ECG show?")
+    rate = float(re.search(r"heart rate (\d+) bpm", out).group(1))
+    answer = out.split("ECG-LM: ", 1)[1]
+    assert abs(rate - xqrs) < 5 and "Findings in general" in out and re.search(r"[A-Za-z]{3,} [A-Za-z]{2,}", answer)
+    columns = {name: record.p_signal[:, k] for k, name in enumerate(record.sig_name)}
+    pl.DataFrame({"time": np.arange(record.sig_len) / record.fs, **columns}).write_csv(tmp_path / "ecg.csv")
+    pl.DataFrame({"i": columns["I"]}).write_csv(tmp_path / "lead_i.csv")
+    pl.DataFrame({k: columns[k] for k in record.sig_name[:6]}).write_csv(tmp_path / "limb.csv")
+    out = _chat_on(demo_run, "--ecg", str(tmp_path / "ecg.csv"), "--ask", "What does this ECG show?")
+    assert abs(float(re.search(r"heart rate (\d+) bpm", out).group(1)) - xqrs) < 5 and "all 12 leads" in out
+    out = _chat_on(demo_run, "--ecg", str(tmp_path / "lead_i.csv"), "--fs", "500", "--ask", "Is the rhythm regular?")
+    assert "lead(s) I." in out and "ECG-LM: " in out
+    out = _chat_on(demo_run, "--ecg", str(tmp_path / "limb.csv"), "--fs", "500", "--ask", "What does this ECG show?")
+    findings = out.split("ECG-LM: ", 1)[0]
+    assert "lead(s) I, II, III, aVR, aVL, aVF" in out and not re.search(r"\bV[1-6]\b", findings)
 
 
 def test_the_aligned_model_holds_no_llm_weights(demo_run):

@@ -144,11 +144,11 @@ def _check_consistency(config: dict, source: str) -> None:
     _check_llms(config, source)
     _check_variants(config["variants"], source)
     _check_variant_llms(config, source)
-    origin = config["qa"]["align_from"]
-    if config["qa"]["source"] and origin is not None:
-        variant = config["variants"].get(origin)
-        if variant is None or variant["align_from"] is not None or variant["prompt"] == "text-only":
-            raise StageError(f"{source} is invalid:\n  config key 'qa.align_from': {origin!r} is not a variant that "
+    for key, origin in (("qa.align_from", config["qa"]["align_from"] if config["qa"]["source"] else None),
+                        ("chat.align_from", config["chat"]["align_from"])):  # fmt: skip
+        variant = config["variants"].get(origin) if origin is not None else {}
+        if variant is None or variant.get("align_from") is not None or variant.get("prompt") == "text-only":
+            raise StageError(f"{source} is invalid:\n  config key '{key}': {origin!r} is not a variant that "
                              f"aligns its own model ({', '.join(config['variants'])})")  # fmt: skip
 
 

@@ -470,7 +470,9 @@ class ECGLM(nn.Module):
             from ecglm.core.atomic import staged_folder
 
             with staged_folder(folder / ADAPTER_DIR) as tmp:
-                self.llm.save_pretrained(str(tmp), safe_serialization=True)
+                # the adapters only: never the (resized, untrained) embedding matrices, which peft would
+                # otherwise add because load_llm grew them by the <ecg> row
+                self.llm.save_pretrained(str(tmp), safe_serialization=True, save_embedding_layers=False)
         write_text_atomic(folder / CONFIG_NAME, json.dumps(self.config_dict(), indent=2) + "\n")
         return folder
 

@@ -370,17 +370,23 @@ def qa_answer_text(answers: Sequence[str]) -> str:
 #: The chat's standing system text (ours; the paper's conversations are not published).
 CHAT_SYSTEM = ("You are ECG-LM, a research model that reads electrocardiograms. You are not a doctor and your "
                "answers are not medical advice.")  # fmt: skip
-#: The user's words that hand over the ECG (the paper's Table 6: "This is the electrocardiogram: ...").
-CHAT_ECG_REQUEST = f"This is my electrocardiogram: {ECG_TOKEN}. What does it show?"
+#: The user's words that hand over the ECG (the paper's Table 6: "This is the electrocardiogram: ..."); the chat
+#: puts them before the first user turn it keeps.
+CHAT_ECG_HANDOVER = f"This is my electrocardiogram: {ECG_TOKEN}."
+#: The first user turn of the training dialogues about an ECG.
+CHAT_ECG_REQUEST = f"{CHAT_ECG_HANDOVER} What does it show?"
 
 
 def chat_system(patient: Patient | None = None, general: str | None = None,
-                leads: Mapping[str, str | None] | None = None) -> str:  # fmt: skip
-    """The system text of a chat about one ECG: :data:`CHAT_SYSTEM`, the patient sentence (when known) and,
-    when ``leads`` is given, the measured findings in the training template's words."""
+                leads: Mapping[str, str | None] | None = None, history: str | None = None) -> str:  # fmt: skip
+    """The system text of a chat about one ECG: :data:`CHAT_SYSTEM`, the patient sentence (when known), the
+    person's history in their own words (``history``, e.g. "high blood pressure, a smoker") and, when ``leads``
+    is given, the measured findings in the training template's words (only the leads given are named)."""
     parts = [CHAT_SYSTEM]
     if patient is not None:
         parts.append(patient_sentence(patient))
+    if history is not None and clean_phrase(history):
+        parts.append(f"Their history: {clean_phrase(history)}.")
     if leads is not None:
         _check_lead_names(leads)
         described = ", ".join(f"lead {lead}: {lead_description(leads, lead)}" for lead in LEADS if lead in leads)

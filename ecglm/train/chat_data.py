@@ -132,6 +132,22 @@ def render(tokenizer: Any, dialogue: Dialogue) -> tuple[str, list[tuple[int, int
     return text, spans
 
 
+def render_prompt(tokenizer: Any, system: str | None, turns: Sequence[tuple[str, str]], question: str) -> str:
+    """The text a chat model continues: ``system``, the past ``turns`` and the new user ``question``, laid out as
+    :func:`render` lays out training dialogues, ending where the assistant's answer begins."""
+    messages = ([{"role": "system", "content": system}] if system else [])
+    for user, assistant in turns:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    messages.append({"role": "user", "content": question})
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    eos = tokenizer.eos_token or ""
+    text = (system + "\n\n") if system else ""
+    for user, assistant in turns:
+        text += PLAIN_TURN.format(user=user) + assistant + eos + "\n"
+    return text + PLAIN_TURN.format(user=question)
+
+
 class ChatDataset:
     """Map-style Dataset of dialogues (items of :mod:`ecglm.train.pairs_data`'s shape). Every item has a
     ``signal`` and a ``lead_mask``: a dialogue without an ECG gets zeros and a mask that keeps no lead, which
@@ -149,6 +165,11 @@ class ChatDataset:
 
     def __len__(self) -> int:
         return len(self.dialogues)
+
+    @property
+    def ecg_ids(self) -> list[int]:
+        """Each dialogue's signals row (-1 for a dialogue without an ECG): the records of the ECG check."""
+        return [-1 if d.ecg_row is None else int(d.ecg_row) for d in self.dialogues]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         import torch

@@ -14,6 +14,8 @@ datasets label nothing else. The paper does not say how it fine-tunes; this is o
     OUT/config.yaml         the resolved FinetuneConfig
     OUT/metrics.json        final train/val loss, steps, seconds, sample counts, global batch, ...
     OUT/log.jsonl           one JSON line per optimizer step
+    OUT/MODEL_CARD.md       finetune-chat: base LLM and its hash, training data and licences, research use only
+    OUT/ecg_input.json      finetune-chat: the rate and window the encoder reads (what `ecglm chat` resamples to)
 
 Never the whole LLM: the base model is named in config.json and loaded from where it came from.
 ``ecg: false`` (set by the rules) trains the blind baseline: the same data, steps and seed, the questions
@@ -50,7 +52,7 @@ class FinetuneConfig(StageConfig):
     """Fine-tuning settings (ours: the paper does not say how it fine-tunes)."""
 
     LABEL: ClassVar[str] = "finetune config"
-    SECTION_DESCRIPTION: ClassVar[str] = """Instruction fine-tuning of the aligned ECG-LM (ecglm finetune-qa): LoRA
+    SECTION_DESCRIPTION: ClassVar[str] = """ECG-QA fine-tuning of the aligned ECG-LM (ecglm finetune-qa): LoRA
         adapters on the LLM (peft) plus the encoder and projector, loss on the answer only. llm, aligned_dir and
         ecg are set by the rules."""
 
@@ -100,6 +102,20 @@ class FinetuneConfig(StageConfig):
         if self.warmup_epochs > self.epochs:
             raise StageError(f"finetune config: warmup_epochs must be in [0, epochs], got {self.warmup_epochs!r} "
                              f"with epochs {self.epochs}")  # fmt: skip
+
+
+@dataclass
+class ChatFinetuneConfig(FinetuneConfig):
+    """The chat fine-tuning's settings: those of :class:`FinetuneConfig`, with dialogues' lengths."""
+
+    LABEL: ClassVar[str] = "finetune_chat config"
+    SECTION_DESCRIPTION: ClassVar[str] = """Conversation fine-tuning of the aligned ECG-LM (ecglm finetune-chat): LoRA
+        adapters on the LLM (peft) plus the encoder and projector, loss on the assistant turns only. llm and
+        aligned_dir are set by the rules."""
+
+    max_length: int = setting(512, "Tokens per dialogue (system text, turns; longer ones are truncated).", ge=8)
+    max_val_samples: int = setting(128, "Validation passes score a seeded subset of this many dialogues (0 = all).",
+                                   ge=0)
 
 
 def build_model(cfg: FinetuneConfig, device: Any) -> tuple[Any, Any, Any]:
@@ -162,12 +178,14 @@ def setup(cfg: FinetuneConfig, datasets: DatasetFactory, device: Any, dist_info:
 def finetune(cfg: FinetuneConfig, datasets: DatasetFactory, out_dir: str | os.PathLike,
              resume_dir: str | os.PathLike | None = None, *, name: str = "finetune", progress: bool = True,
              threads: int | None = None, inputs: dict[str, Any] | None = None,
-             on_step: Callable[[int], None] | None = None) -> dict[str, Any] | None:  # fmt: skip
+             on_step: Callable[[int], None] | None = None,
+             check: Callable[[Run], dict[str, Any]] | None = None) -> dict[str, Any] | None:  # fmt: skip
     """Fine-tune the aligned ECG-LM of ``cfg.aligned_dir`` on the samples ``datasets`` builds; write OUT on rank 0.
 
     The same guarantees as ``ecglm align``: the base LLM's weights never change, every file is written
     atomically, and with ``resume_dir`` a rerun after an interruption ends with the weights an
-    uninterrupted run ends with (CPU, same thread count). Returns the metrics (rank 0; None elsewhere)."""
+    uninterrupted run ends with (CPU, same thread count). ``check(run)`` (rank 0, after training) adds its
+    figures to the metrics. Returns the metrics (rank 0; None elsewhere)."""
     if not cfg.llm or not cfg.aligned_dir:
         raise StageError("finetune config: llm and aligned_dir must name the base LLM and the aligned model")
     out_dir, resume_dir = Path(out_dir), Path(resume_dir) if resume_dir is not None else None
@@ -179,7 +197,8 @@ def finetune(cfg: FinetuneConfig, datasets: DatasetFactory, out_dir: str | os.Pa
         if dist_info.is_main:
             extra = {"trainable_parameters": sum(p.numel() for p in run.params),
                      "adapter_parameters": sum(p.numel() for p in run.llm.parameters() if p.requires_grad),
-                     "ecg": cfg.ecg, "aligned": cfg.aligned_dir, **(inputs or {})}  # fmt: skip
+                     "ecg": cfg.ecg, "aligned": cfg.aligned_dir, **(inputs or {}),
+                     **(check(run) if check is not None else {})}  # fmt: skip
             metrics = finish(run, out_dir, resume_dir, llm_before, time.time() - t_start, extra)
     return metrics
 
@@ -238,14 +257,14 @@ def _register_qa(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _common_options(p: argparse.ArgumentParser) -> None:
+def _common_options(p: argparse.ArgumentParser, config: type[FinetuneConfig] = FinetuneConfig) -> None:
     """The options every fine-tuning stage shares: where it starts, where it writes, its settings."""
     p.add_argument("--aligned", required=True, type=Path, help="the `ecglm align` output folder to start from")
     p.add_argument("--llm", required=True, help="the base LLM it was aligned with (a folder or hf:NAME)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--resume-dir", type=Path, default=None,
                    help="folder for resume checkpoints, OUTSIDE --out; a rerun resumes from it (default: none)")
-    FinetuneConfig.add_options(p, threads=True)
+    config.add_options(p, threads=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -274,16 +293,28 @@ def _register_chat(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--qa-turns", type=int, default=1, help="ECG-QA turns after each ECG's first turn (default: 1)")
     p.add_argument("--findings-share", type=float, default=0.5,
                    help="share of the ECG dialogues whose system text holds the findings (default: %(default)s)")
-    _common_options(p)
+    p.add_argument("--ecg-check-samples", type=int, default=128,
+                   help="after training, score this many held-out dialogues of test ECGs with their own ECG and "
+                        "with another record's (metrics.json ecg_check; 0 = no check; default: %(default)s)")
+    p.add_argument("--ecg-source", choices=("demo", "ptbxl"), default="ptbxl",
+                   help="where the ECG records come from, for the model card's licence line (default: %(default)s)")
+    _common_options(p, ChatFinetuneConfig)
     p.set_defaults(func=run_chat)
 
 
 def run_chat(args: argparse.Namespace) -> int:
+    from ecglm.data.ecg_data import open_signals, rate_from_name
     from ecglm.train.chat_data import conversation_dialogues, ecg_dialogues
+    from ecglm.train.model_card import write_ecg_input, write_model_card
 
-    if not 0.0 <= args.findings_share <= 1.0 or args.qa_turns < 0:
-        raise StageError("--findings-share must be in [0, 1] and --qa-turns >= 0")
-    cfg = dataclasses.replace(FinetuneConfig.from_args(args), llm=str(args.llm), aligned_dir=str(args.aligned))
+    if not 0.0 <= args.findings_share <= 1.0 or args.qa_turns < 0 or args.ecg_check_samples < 0:
+        raise StageError("--findings-share must be in [0, 1], --qa-turns and --ecg-check-samples >= 0")
+    fs = rate_from_name(args.signals)
+    if fs is None:
+        raise StageError(f"{args.signals}: name it signals_<fs>.npy (as ecglm prepare does): the chat must know "
+                         "the rate its encoder reads")  # fmt: skip
+    samples = open_signals(args.signals, fs).shape[2]
+    cfg = dataclasses.replace(ChatFinetuneConfig.from_args(args), llm=str(args.llm), aligned_dir=str(args.aligned))
     conversations, scrubbed = conversation_dialogues(args.conversations)
     log.info("conversations: %d from %d file(s); scrubbed %s", len(conversations), len(args.conversations),
              dict(sorted(scrubbed.items())) or "nothing")  # fmt: skip
@@ -293,11 +324,40 @@ def run_chat(args: argparse.Namespace) -> int:
     val = ecg_dialogues(args.records, args.reports, args.findings, split="val",
                         qa=args.qa / "valid.parquet" if args.qa else None, **common)  # fmt: skip
     log.info("ECG dialogues: %d train, %d val", len(train), len(val))
-    finetune(cfg, chat_datasets((train + conversations, val), args.signals), args.out, args.resume_dir,
-             name="finetune-chat", progress=not args.no_progress, threads=args.threads,
-             inputs={"conversations": [str(p) for p in args.conversations], "scrubbed": dict(scrubbed),
-                     "n_conversations": len(conversations), "n_ecg_dialogues": len(train)})  # fmt: skip
+    held_out = None
+    if args.ecg_check_samples and cfg.ecg:  # the test ECGs' dialogues, findings never in the system text
+        held_out = ecg_dialogues(args.records, args.reports, args.findings, split="test", seed=cfg.seed,
+                                 findings_share=0.0, qa_turns=0)  # fmt: skip
+    metrics = finetune(cfg, chat_datasets((train + conversations, val), args.signals), args.out, args.resume_dir,
+                       name="finetune-chat", progress=not args.no_progress, threads=args.threads,
+                       inputs={"conversations": [str(p) for p in args.conversations], "scrubbed": dict(scrubbed),
+                               "n_conversations": len(conversations), "n_ecg_dialogues": len(train),
+                               "signals": str(args.signals), "lora_rank": cfg.lora_rank},
+                       check=_chat_ecg_check(held_out, args.signals, args.ecg_check_samples) if held_out else None)
+    if metrics is not None:
+        write_ecg_input(args.out, fs, samples)
+        write_model_card(args.out, llm=str(args.llm), aligned=str(args.aligned), records=args.records,
+                         ecg_source=args.ecg_source, conversations=args.conversations, qa=args.qa, metrics=metrics)
     return 0
+
+
+def _chat_ecg_check(dialogues: list[Any], signals: Path, max_samples: int) -> Callable[[Run], dict[str, Any]]:
+    """After training: are the held-out dialogues' reference answers more likely with their own ECG than with
+    another record's? (:func:`ecglm.train.ecg_effect.ecg_effect`: paired, records resampled)."""
+
+    def check(run: Run) -> dict[str, Any]:
+        from ecglm.train.chat_data import ChatDataset
+        from ecglm.train.ecg_effect import ecg_effect
+
+        data = ChatDataset(dialogues, signals, run.tokenizer, run.cfg.max_length, num_ecg_tokens=run.model.num_ecg_tokens)
+        effect = ecg_effect(run.model, data, run.loader_kw["collate_fn"], max_samples=max_samples,
+                            batch_size=run.cfg.batch_size, seed=run.cfg.seed, device=run.device, amp=run.cfg.amp)
+        if effect is not None:
+            effect["what"] = ("answer loss of held-out dialogues about test ECGs (findings not in the system text), "
+                              "each with its own ECG vs another record's (shuffled)")  # fmt: skip
+        return {"ecg_check": effect}
+
+    return check
 
 
 def run(args: argparse.Namespace) -> int:
