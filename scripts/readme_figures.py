@@ -35,7 +35,8 @@ TASKS = ("diagnostic", "rhythm", "form")
 #: The files whose SHA-256 a snapshot records (relative to the run folder; globs).
 HASHED = ("tables/classification.csv", "encoder/pretrained/model.safetensors", "llm/model.safetensors",
           "align/*/model.safetensors", "tables/qa.csv", "qa/finetune/*/model.safetensors",
-          "qa/finetune/*/adapter/adapter_model.safetensors")  # fmt: skip
+          "qa/finetune/*/adapter/adapter_model.safetensors", "chat/model.safetensors",
+          "chat/adapter/adapter_model.safetensors")  # fmt: skip
 QA_COLUMNS = ("single-verify", "single-choose", "single-query", "avg")
 
 
@@ -79,14 +80,9 @@ def snapshot(run: Path) -> dict:
                 entry[task] = None if value is None else {"value": value, "low": low, "high": high,
                                                           "n": int(n), "of": int(of) if of else None}  # fmt: skip
             rows.append(entry)
-    checks = {}
-    for metrics in sorted((run / "align").glob("*/metrics.json")):
-        check = json.loads(metrics.read_text()).get("ecg_check")
-        if check:
-            diff = check["difference"]
-            checks[metrics.parent.name] = {"n_samples": check["n_samples"], "true_loss": check["loss_true"],
-                                           "shuffled_loss": check["loss_shuffled"], "difference": diff["mean"],
-                                           "low": diff["low"], "high": diff["high"]}  # fmt: skip
+    checks = {metrics.parent.name: check for metrics in sorted((run / "align").glob("*/metrics.json"))
+              if (check := ecg_check(metrics))}  # fmt: skip
+    chat = ecg_check(run / "chat" / "metrics.json")
     hashes = {str(p.relative_to(run)): sha256(p) for pattern in HASHED for p in sorted(run.glob(pattern))}
     times = {}
     for bench in sorted((run / "benchmarks").rglob("*.tsv")):
@@ -106,9 +102,20 @@ def snapshot(run: Path) -> dict:
         "classification": rows,
         "ecg_check": checks,
         **({"qa": qa} if qa is not None else {}),
+        **({"chat_check": chat} if chat else {}),
         "sha256": hashes,
         "rule_seconds": times,
     }  # fmt: skip
+
+
+def ecg_check(metrics: Path) -> dict | None:
+    """The ECG check a training stage wrote into ``metrics`` (true vs another record's ECG), or None."""
+    check = json.loads(metrics.read_text()).get("ecg_check") if metrics.is_file() else None
+    if not check:
+        return None
+    diff = check["difference"]
+    return {"n_samples": check["n_samples"], "true_loss": check["loss_true"], "shuffled_loss": check["loss_shuffled"],
+            "difference": diff["mean"], "low": diff["low"], "high": diff["high"]}  # fmt: skip
 
 
 def qa_rows(table: Path) -> list[dict] | None:
@@ -161,6 +168,13 @@ def render(snap: dict) -> str:
         for name, c in snap["ecg_check"].items():
             lines.append(f"- {name}: {c['true_loss']:.4f} true vs {c['shuffled_loss']:.4f} shuffled, difference "
                          f"{c['difference']:.4f} [{c['low']:.4f}, {c['high']:.4f}] ({c['n_samples']} samples)")
+    if snap.get("chat_check"):
+        c = snap["chat_check"]
+        lines += ["", f"The chat model's ECG check (`results/{snap['run']}/chat`: the answer loss of held-out dialogues about "
+                      "test ECGs, their findings left out of the system text, with another record's ECG minus with "
+                      "their own; > 0: the ECG makes the reference answers more likely):", "",
+                  f"- {c['true_loss']:.4f} true vs {c['shuffled_loss']:.4f} shuffled, difference {c['difference']:.4f} "
+                  f"[{c['low']:.4f}, {c['high']:.4f}] ({c['n_samples']} dialogues)"]  # fmt: skip
     if snap.get("qa"):
         lines += ["", "ECG-QA, exact match of the answer set on the test questions with its 95% interval over "
                       "patients (`tables/qa.md`; unparsed: generated replies that are no answer set):", "",

@@ -1,9 +1,11 @@
-"""`ecglm chat`: talk with a fine-tuned ECG-LM about a recording, in a terminal (or one question with --ask)."""
+"""`ecglm chat` (a terminal; one question with --ask) and `ecglm serve` (a web page): talk with a fine-tuned ECG-LM
+about a recording."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from ecglm.core.errors import StageError
@@ -13,6 +15,69 @@ COMMANDS = """Commands: /ecg PATH (talk about another recording; starts over), /
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_chat(subparsers)
+    _register_serve(subparsers)
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """The options of the model and its decoding, shared by chat and serve."""
+    p.add_argument("--model", required=True, help="the ecglm finetune-chat output folder (e.g. results/demo/chat)")
+    p.add_argument("--llm", default=None, help="the base LLM's folder, if it moved since fine-tuning")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="answer length cap in tokens (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples, seeded")
+    p.add_argument("--seed", type=int, default=0, help="the sampling seed (default: %(default)s)")
+    p.add_argument("--max-context", type=int, default=None,
+                   help="context window in tokens (default: the model's, at most 2048); older turns are dropped")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    from ecglm.chat.session import ChatModel, ChatSettings
+
+    settings = ChatSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                            max_context=args.max_context)  # fmt: skip
+    return ChatModel.load(args.model, llm=args.llm, device=args.device, settings=settings)
+
+
+def _register_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="the chat as a web page: upload a recording or pick a test record, see its leads, talk",
+        description=(
+            "Serve the chat as a web page (FastAPI): upload a recording (a WFDB .hea with its .dat, a CSV or a "
+            ".npy) or pick a test-split record, see the leads plotted with each lead's findings and the measured "
+            "intervals, give the patient's data, and talk, answers streamed. Binds to 127.0.0.1 unless --host "
+            "says otherwise. Each browser session keeps its own recording and conversation. A research model, "
+            "not a medical device."
+        ),
+    )
+    _model_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="the address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="the port (default: %(default)s)")
+    p.add_argument("--records", default=None, help="records.parquet of a run: its test split can be picked")
+    p.add_argument("--signals", default=None, help="the run's signals_<fs>.npy (with --records)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="upload size cap (default: %(default)s MB)")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ecglm.chat.web import PickableRecords, create_app
+    from ecglm.train.runtime import torch_threads
+
+    if (args.records is None) != (args.signals is None):
+        raise StageError("--records and --signals go together (a run's records.parquet and signals_<fs>.npy)")
+    with torch_threads(args.threads):
+        records = PickableRecords(Path(args.records), Path(args.signals)) if args.records else None
+        app = create_app(_load_model(args), records=records, max_upload_mb=args.max_upload_mb)
+        print(f"ECG-LM chat on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _register_chat(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "chat",
         help="talk with a fine-tuned ECG-LM about a recording (terminal; --ask for one question)",
@@ -25,7 +90,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog=COMMANDS,
     )
-    p.add_argument("--model", required=True, help="the ecglm finetune-chat output folder (e.g. results/demo/chat)")
     p.add_argument("--ecg", default=None, help="the recording: NAME.hea (WFDB), FILE.csv or FILE.npy")
     p.add_argument("--fs", type=float, default=None,
                    help="its sampling rate in Hz (required for .npy and for a CSV without a time column)")
@@ -36,24 +100,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight", type=float, default=None, help="weight in kg")
     p.add_argument("--history", default=None, help='medical history in words, e.g. "high blood pressure, a smoker"')
     p.add_argument("--ask", default=None, help="answer this one question and exit (no prompt loop)")
-    p.add_argument("--llm", default=None, help="the base LLM's folder, if it moved since fine-tuning")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="answer length cap in tokens (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples, seeded")
-    p.add_argument("--seed", type=int, default=0, help="the sampling seed (default: %(default)s)")
-    p.add_argument("--max-context", type=int, default=None,
-                   help="context window in tokens (default: the model's, at most 2048); older turns are dropped")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    _model_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ecglm.chat.session import NOTICE, ChatModel, ChatSettings, Patient
+    from ecglm.chat.session import NOTICE, Patient
     from ecglm.train.runtime import torch_threads
 
     out = sys.stdout
-    settings = ChatSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-                            max_context=args.max_context)  # fmt: skip
     patient = Patient(age=args.age, sex=args.sex, height_cm=args.height, weight_kg=args.weight, history=args.history)
     print(NOTICE, file=out, flush=True)
     if args.ecg is not None:  # a bad recording is told before the model loads
@@ -61,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
         read_recording(args.ecg, fs=args.fs, units=args.units)
     with torch_threads(args.threads):
-        model = ChatModel.load(args.model, llm=args.llm, device=args.device, settings=settings)
+        model = _load_model(args)
         talk = model.conversation(args.ecg, fs=args.fs, units=args.units, patient=patient)
         if talk.ecg is not None:
             _show_ecg(talk.ecg, out)

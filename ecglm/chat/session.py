@@ -147,7 +147,7 @@ class ChatModel:
                 base = json.loads((folder / CONFIG_NAME).read_text())["base_llm"]
             except (OSError, ValueError, KeyError) as err:
                 raise StageError(f"{folder / CONFIG_NAME}: cannot read the base LLM ({err})") from err
-            llm, revision = base["name_or_path"], base.get("revision")
+            llm, revision = _relocated(base["name_or_path"], folder), base.get("revision")
         else:
             revision = None
         device_obj = resolve_device(device)
@@ -159,8 +159,12 @@ class ChatModel:
     def read_ecg(self, path: str | os.PathLike, *, fs: float | None = None, units: str = "mV",
                  patient: Patient | None = None) -> ECGInput:  # fmt: skip
         """Read, check, measure and describe a recording; RecordingError names the file and the reason."""
+        recording = read_recording(path, fs=fs, units=units, min_seconds=self.samples / self.fs)
+        return self.prepare(recording, patient)
+
+    def prepare(self, recording: Recording, patient: Patient | None = None) -> ECGInput:
+        """A checked recording as the encoder reads it, measured and described."""
         seconds = self.samples / self.fs
-        recording = read_recording(path, fs=fs, units=units, min_seconds=seconds)
         signal, mask = recording.model_input(self.fs, self.samples)
         patient = patient or Patient()
         findings = read_findings(recording, sex=patient.sex, age=patient.age, seconds=seconds,
@@ -217,6 +221,18 @@ class ChatModel:
                 pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, streamer=streamer, **sampling,
             )  # [1, <= max_new_tokens]: the new tokens only (the prompt went in as embeddings)
         return self.tokenizer.decode(new[0].cpu(), skip_special_tokens=True).strip()
+
+
+def _relocated(llm: str, folder: Path) -> str:
+    """The recorded base LLM, found from another working directory: a relative folder that is not here is
+    looked for under the run's root (``results/{run}/chat`` -> the folder above ``results``)."""
+    path = Path(llm)
+    if path.is_absolute() or path.exists() or llm.startswith("hf:"):
+        return llm
+    root = folder.resolve().parents[2] if len(folder.resolve().parents) > 2 else None
+    if root is not None and (root / path).is_dir():
+        return str(root / path)
+    return llm  # load_llm names it if it is neither a folder nor a Hub id (then pass --llm)
 
 
 class _Streamer:

@@ -144,22 +144,18 @@ def ecg_permutation(rows: np.ndarray, seed: int) -> np.ndarray:
 
 def load_finetuned(model_dir: Path, llm_path: str, device: str = "auto") -> tuple[Any, Any, bool]:
     """``(model, tokenizer, ecg)``: the fine-tuned ECG-LM with its adapters, and whether it reads the ECG."""
-    import yaml
-
     from ecglm.models.llm import load_llm
     from ecglm.models.multimodal import ECGLM
+    from ecglm.train.finetune import FinetuneConfig
     from ecglm.train.runtime import resolve_device
 
-    try:
-        settings = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise StageError(f"{model_dir / 'config.yaml'}: not an `ecglm finetune-qa` output ({err})") from err
-    llm, tokenizer = load_llm(llm_path, dtype=settings.get("dtype", "auto"), device=resolve_device(device))
+    settings = FinetuneConfig.from_yaml(model_dir / "config.yaml")  # the fine-tuning's resolved, checked settings
+    llm, tokenizer = load_llm(llm_path, dtype=settings.dtype, device=resolve_device(device))
     model = ECGLM.load(model_dir, llm, tokenizer=tokenizer)
     if model.adapter is None:
         raise StageError(f"{model_dir}: no LoRA adapters (not an `ecglm finetune-qa` output)")
     model.eval()
-    return model, tokenizer, bool(settings.get("ecg", True))
+    return model, tokenizer, bool(settings.ecg)
 
 
 def answer_scores(model: Any, tokenizer: Any, prompts: Sequence[str], candidates: Sequence[Sequence[str]],

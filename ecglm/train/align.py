@@ -44,7 +44,17 @@ from ecglm.models import PROJECTORS
 from ecglm.models.llm import DTYPES
 from ecglm.text.prompts import TASK_NAMES
 from ecglm.train.ecg_effect import ecg_effect
-from ecglm.train.loop import Dist, Run, finish, make_optimizer, make_schedule, session, train, wrap_ddp
+from ecglm.train.loop import (
+    Dist,
+    Run,
+    check_warmup,
+    finish,
+    make_optimizer,
+    make_schedule,
+    session,
+    train,
+    wrap_ddp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +138,7 @@ class AlignConfig(StageConfig):
                           pattern=DEVICE_PATTERN)
 
     def validate(self) -> None:
-        if self.warmup_epochs > self.epochs:
-            raise StageError(f"align config: warmup_epochs must be in [0, epochs], got {self.warmup_epochs!r} "
-                             f"with epochs {self.epochs}")
+        check_warmup(self.LABEL, self.warmup_epochs, self.epochs)
 
 
 # ------------------------------------------------------------------------------------- pure helpers

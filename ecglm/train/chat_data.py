@@ -91,7 +91,7 @@ def ecg_dialogues(records: Path, reports: Path, findings: Path, *, split: str = 
         if not (row["_has_report"] and row["_has_findings"]) or not clean_phrase(row["report"]):
             continue
         ecg = int(row["signal_row"])
-        rng = np.random.default_rng(np.random.SeedSequence([stream_seed(seed, "qa_answer_order"), ecg, 1]))
+        rng = np.random.default_rng(np.random.SeedSequence([stream_seed(seed, "chat_dialogue"), ecg]))
         leads = {lead: row[f"lead_{lead}"] for lead in LEADS}
         show = rng.random() < findings_share
         system = chat_system(Patient.from_record(row), row["general"], leads if show else None)

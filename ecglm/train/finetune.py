@@ -36,7 +36,7 @@ from typing import Any, Callable, ClassVar, Literal
 from ecglm.core.errors import StageError
 from ecglm.core.stage_config import DETERMINISTIC_DOC, DEVICE_PATTERN, StageConfig, setting
 from ecglm.models.llm import DTYPES
-from ecglm.train.loop import Run, finish, make_optimizer, make_schedule, session, train, wrap_ddp
+from ecglm.train.loop import Run, check_warmup, finish, make_optimizer, make_schedule, session, train, wrap_ddp
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,7 @@ class FinetuneConfig(StageConfig):
                           pattern=DEVICE_PATTERN)
 
     def validate(self) -> None:
-        if self.warmup_epochs > self.epochs:
-            raise StageError(f"finetune config: warmup_epochs must be in [0, epochs], got {self.warmup_epochs!r} "
-                             f"with epochs {self.epochs}")  # fmt: skip
+        check_warmup(self.LABEL, self.warmup_epochs, self.epochs)
 
 
 @dataclass

@@ -70,6 +70,12 @@ RESUME_LATEST = "latest"
 RESUME_FORMAT = "ecglm-align-resume/1"  # the alignment's name, kept: the fine-tunings' checkpoints share it
 
 
+def check_warmup(label: str, warmup_epochs: float, epochs: float) -> None:
+    """The check every training config makes of its schedule: the warm-up fits in the run."""
+    if warmup_epochs > epochs:
+        raise StageError(f"{label}: warmup_epochs must be in [0, epochs], got {warmup_epochs!r} with epochs {epochs}")
+
+
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     """Multiplier of the peak lr for optimizer step ``step`` (0-based): linear warm-up to 1 over
     ``warmup_steps`` steps (step 0 gets ``1 / warmup_steps``), then cosine decay to 0 at ``total_steps``."""
