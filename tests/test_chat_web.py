@@ -16,6 +16,7 @@ import requests
 from test_chat import _demo_record, chat_dir  # noqa: F401  (fixtures)
 from test_chat_finetune import llm_dir, store  # noqa: F401  (fixtures)
 
+import ecglm.chat.web as ecglm_chat_web
 from ecglm.chat.session import ChatModel, ChatSettings
 from ecglm.chat.web import COOKIE, PickableRecords, create_app
 
@@ -109,6 +110,8 @@ def test_the_server_refuses_what_it_must_not_trust(server, demo_world, tmp_path)
     (tmp_path / "long.hea").write_text(" ".join(fields) + "\n" + rest)
     response = _upload(s, url, tmp_path / "long.hea", f"{record}.dat")
     assert response.status_code == 400 and "declares 61.0 s" in response.json()["error"]
+    for query in ("name=page.html&media=text/plain", "name=../../../../etc/hostname"):  # never a path from a request
+        assert s.get(f"{url}/page.js?{query}").text == (Path(ecglm_chat_web.__file__).with_name("page") / "page.js").read_text()
     bad_name = s.post(url + "/api/ecg", files=[("files", ("../up.csv", b"I\n1\n"))])
     assert bad_name.status_code == 400 and "refused" in bad_name.json()["error"]
     html_name = s.post(url + "/api/ecg", files=[("files", ("<img src=x onerror=alert(1)>.csv", b"I\n1\n"))])

@@ -204,9 +204,7 @@ class ChatModel:
         if ecg is not None:
             signal = torch.from_numpy(ecg.signal).unsqueeze(0)  # [1, 12, T] int16 uV
             mask = torch.from_numpy(ecg.lead_mask).unsqueeze(0)  # [1, 12]
-        streamer = None
-        if on_text is not None:
-            streamer = _Streamer(self.tokenizer, on_text)
+        streamer = _streamer(self.tokenizer, on_text) if on_text is not None else None
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         sampling = {"do_sample": True, "temperature": s.temperature, "top_p": s.top_p} if s.temperature > 0 else \
             {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}  # fmt: skip
@@ -235,18 +233,13 @@ def _relocated(llm: str, folder: Path) -> str:
     return llm  # load_llm names it if it is neither a folder nor a Hub id (then pass --llm)
 
 
-class _Streamer:
-    """Hands decoded pieces to a callback as ``generate`` makes them (transformers' TextStreamer, not printed)."""
+def _streamer(tokenizer: Any, on_text: Callable[[str], None]) -> Any:
+    """A transformers TextStreamer that hands each decoded piece to ``on_text`` instead of printing it."""
+    from transformers import TextStreamer
 
-    def __new__(cls, tokenizer: Any, on_text: Callable[[str], None]):
-        from transformers import TextStreamer
-
-        class Streamer(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                if text:
-                    on_text(text)
-
-        return Streamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
+    streamer = TextStreamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
+    streamer.on_finalized_text = lambda text, stream_end=False: on_text(text) if text else None
+    return streamer
 
 
 @dataclass

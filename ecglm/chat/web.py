@@ -90,7 +90,7 @@ def view(ecg: ECGInput) -> dict[str, Any]:
     """What the page shows of a recording: the leads to plot (mV at <= PLOT_FS Hz), findings, measurements."""
     from ecglm.chat.findings import SHOWN
 
-    rec = ecg.recording.window(ecg.recording.signal_mv.shape[1] / ecg.recording.fs)
+    rec = ecg.recording
     x = rec.resampled(min(float(PLOT_FS), rec.fs))
     f = ecg.findings
     leads = [{"name": lead, "recorded": bool(ok), "samples": np.round(x[i], 3).tolist() if ok else [],
@@ -183,6 +183,16 @@ class ChatServer:
         return _stream(state.conversation, question, self.model_lock)
 
 
+def _page_handler(server: ChatServer, name: str, media: str, new_session: bool) -> Any:
+    """A route handler that takes NO argument: FastAPI would read any parameter (even one with a default) from
+    the query string, and a file name taken from a request must never reach a path."""
+
+    def handler() -> Any:
+        return server.page(name, media, new_session)
+
+    return handler
+
+
 def create_app(model: ChatModel, *, records: PickableRecords | None = None, max_upload_mb: float = 20.0) -> Any:
     """The FastAPI app serving ``model`` (see the module docstring)."""
     from fastapi import FastAPI
@@ -192,8 +202,7 @@ def create_app(model: ChatModel, *, records: PickableRecords | None = None, max_
     server = ChatServer(model, records, max_upload_mb)
     app.state.server = server
     for route, (name, media) in PAGE_FILES.items():
-        app.add_api_route(route, lambda name=name, media=media, route=route: server.page(name, media, route == "/"),
-                          methods=["GET"])  # fmt: skip
+        app.add_api_route(route, _page_handler(server, name, media, route == "/"), methods=["GET"])
 
     @app.get("/api/records")
     def listing() -> JSONResponse:
