@@ -31,6 +31,9 @@ except StageError as err:
     raise WorkflowError(str(err)) from None
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 

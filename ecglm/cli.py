@@ -37,6 +37,7 @@ STAGE_MODULES = [
     "ecglm.eval.qa_table",
     "ecglm.eval.baselines",
     "ecglm.eval.tables",
+    "ecglm.eval.report_figures",
     "ecglm.chat.cli",
 ]
 

@@ -51,12 +51,13 @@ rule align_model:
     params:
         out=lambda wildcards, output: os.path.dirname(output.model),
         resume=f"{RESULTS}/.resume/align/{{variant}}",
+        threads=ALIGN_THREADS,  # torch's threads: the configured number, whatever --cores (common.smk)
         sets=align_sets,
     log:
         f"{LOGS}/align_model/{{variant}}.log",
     benchmark:
         f"{BENCHMARKS}/align_model/{{variant}}.tsv"
-    threads: RESOURCES["align_threads"] or RESOURCES["threads"]
+    threads: ALIGN_THREADS
     priority: 10  # alignments before the evaluations of already aligned variants (the longest path first)
     conda:
         ENV
@@ -66,4 +67,4 @@ rule align_model:
         gpu=RESOURCES["gpus"],
     shell:
         align_launcher() + " align --pairs {input.pairs:q} --signals-npy {input.signals:q} --records {input.records:q}"
-        " --out {params.out:q} --resume-dir {params.resume:q} --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"
+        " --out {params.out:q} --resume-dir {params.resume:q} --threads {params.threads} {params.sets} --no-progress > {log:q} 2>&1"

@@ -16,7 +16,7 @@ rule finetune_chat:
         adapter=f"{RESULTS}/chat/adapter/adapter_model.safetensors",
         metrics=f"{RESULTS}/chat/metrics.json",
         ecg_input=f"{RESULTS}/chat/ecg_input.json",
-        card=report(f"{RESULTS}/chat/MODEL_CARD.md", category="Chat", labels={"what": "model card"}),
+        card=report(f"{RESULTS}/chat/MODEL_CARD.md", caption="../workflow/report/model_card.rst", category="Chat"),
     params:
         qa=lambda wildcards, input: f"--qa {shlex.quote(os.path.dirname(input.qa))}" if CHAT_QA else "",
         conversations=lambda wildcards, input: " ".join(shlex.quote(p) for p in input.conversations),
@@ -24,6 +24,7 @@ rule finetune_chat:
         llm=LLM_DIRS[VARIANT_LLMS[CHAT_FROM]],
         out=lambda wildcards, output: os.path.dirname(output.model),
         resume=f"{RESULTS}/.resume/chat",
+        threads=RESOURCES["threads"],  # torch's threads: the configured number, whatever --cores (common.smk)
         ecg_source="demo" if DATA_SOURCE == "demo" else "ptbxl",
         qa_turns=CHAT["qa_turns"],
         findings_share=CHAT["findings_share"],
@@ -46,4 +47,4 @@ rule finetune_chat:
         " --qa-turns {params.qa_turns} --findings-share {params.findings_share}"
         " --ecg-check-samples {params.check_samples} --ecg-source {params.ecg_source}"
         " --aligned {params.aligned:q} --llm {params.llm:q} --out {params.out:q} --resume-dir {params.resume:q}"
-        " --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"
+        " --threads {params.threads} {params.sets} --no-progress > {log:q} 2>&1"

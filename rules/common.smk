@@ -57,6 +57,11 @@ def repo_path(path):
 GUIDELINES = repo_path(config["text"]["guidelines"]) if config["text"]["guidelines"] else str(DEFAULT_GUIDELINES)
 
 RESOURCES = config["resources"]
+# A torch job is passed the number of threads the config asks for (--threads {params.threads}), not the
+# rule's {threads}: Snakemake lowers {threads} (and OMP_NUM_THREADS) to --cores, and a floating-point
+# reduction splits its work by the number of threads, so the same config would give other bits under
+# --cores 1 (the ci encoder's weights: one SHA-256 with 1 thread, another with 2, on one machine).
+ALIGN_THREADS = RESOURCES["align_threads"] or RESOURCES["threads"]
 # The software environment of every rule (snakemake --software-deployment-method conda).
 ENV = "../environment.yml"
 
@@ -215,6 +220,11 @@ def eval_outputs():
     return outputs
 
 
+# The variant and scoring mode whose answers the report's figures show: full (else the first aligned
+# variant) in the first of evaluate.modes
+REPORT_VARIANT = "full" if "full" in VARIANTS else (ALIGNED or list(VARIANTS))[0]
+REPORT_MODE = MODES[0]
+
 QA = config["qa"]
 
 
@@ -254,6 +264,8 @@ def final_outputs():
         f"{RESULTS}/encoder/pretrained/metrics.json",
         f"{RESULTS}/tables/classification.md",
         f"{RESULTS}/tables/classification.csv",
+        f"{RESULTS}/tables/ablation.md",
+        f"{RESULTS}/report/curves.svg",
     ]
 
 

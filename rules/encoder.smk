@@ -16,6 +16,7 @@ rule train_encoder:
         metrics=f"{RESULTS}/encoder/pretrained/metrics.json",
     params:
         out=lambda wildcards, output: os.path.dirname(output.model),
+        threads=RESOURCES["threads"],  # torch's threads: the configured number, whatever --cores (common.smk)
         sets=set_args({**config["encoder"], "seed": config["seed"]}),
     log:
         f"{LOGS}/train_encoder.log",
@@ -31,7 +32,7 @@ rule train_encoder:
         gpu=ONE_GPU,
     shell:
         "ecglm train-encoder --records {input.records:q} --signals {input.signals:q} --out {params.out:q}"
-        " --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"
+        " --threads {params.threads} {params.sets} --no-progress > {log:q} 2>&1"
 
 
 rule train_supervised_encoder:
@@ -44,6 +45,7 @@ rule train_supervised_encoder:
         metrics=f"{RESULTS}/encoder/supervised-{{task}}/metrics.json",
     params:
         out=lambda wildcards, output: os.path.dirname(output.model),
+        threads=RESOURCES["threads"],  # torch's threads: the configured number, whatever --cores (common.smk)
         sets=lambda wildcards: set_args(
             {
                 **config["encoder"],
@@ -65,4 +67,4 @@ rule train_supervised_encoder:
         gpu=ONE_GPU,
     shell:
         "ecglm train-encoder --records {input.records:q} --signals {input.signals:q} --out {params.out:q}"
-        " --threads {threads} {params.sets} --no-progress > {log:q} 2>&1"
+        " --threads {params.threads} {params.sets} --no-progress > {log:q} 2>&1"

@@ -19,6 +19,7 @@ rule evaluate_zero_shot:
         max_new_tokens=EVALUATE["max_new_tokens"],
         likelihood_score=EVALUATE["likelihood_score"],
         seed=lambda wildcards: variant_seed(config, wildcards.variant),
+        threads=RESOURCES["eval_threads"],  # torch's threads: the configured number, whatever --cores (common.smk)
     log:
         f"{LOGS}/evaluate_zero_shot/{{variant}}-{{task}}.log",
     benchmark:
@@ -32,7 +33,7 @@ rule evaluate_zero_shot:
         gpu=ONE_GPU,
     shell:
         "ecglm evaluate --records {input.records:q} --signals {input.signals:q} --findings {input.findings:q}"
-        " --task {wildcards.task} --mode {params.modes} {params.options} --batch-size {params.batch_size}"
+        " --task {wildcards.task} --mode {params.modes} {params.options} --threads {params.threads} --batch-size {params.batch_size}"
         " --max-new-tokens {params.max_new_tokens} --likelihood-score {params.likelihood_score} --seed {params.seed} --out {params.out:q} --no-progress"
         " > {log:q} 2>&1"
 
@@ -63,12 +64,17 @@ rule make_tables:
     input:
         results=eval_outputs(),
     output:
-        markdown=f"{RESULTS}/tables/classification.md",
+        markdown=report(f"{RESULTS}/tables/classification.md", caption="../workflow/report/classification.rst",
+                        category="Zero-shot classification"),
         csv=f"{RESULTS}/tables/classification.csv",
         protocol=f"{RESULTS}/tables/classification.protocol.json",
+        ablation=report(f"{RESULTS}/tables/ablation.md", caption="../workflow/report/ablation.rst",
+                        category="Ablations"),
+        ablation_csv=f"{RESULTS}/tables/ablation.csv",
     params:
         eval_dir=lambda wildcards, input: os.path.dirname(os.path.dirname(input.results[0])),
         out=lambda wildcards, output: os.path.splitext(output.markdown)[0],
+        ablation=lambda wildcards, output: os.path.splitext(output.ablation)[0],
         config_json=json.dumps(config, sort_keys=True),
     log:
         f"{LOGS}/make_tables.log",
@@ -81,5 +87,44 @@ rule make_tables:
         mem_mb=1024,
         runtime=10,
     shell:
-        "ecglm tables --eval-dir {params.eval_dir:q} --out {params.out:q} --config-json {params.config_json:q}"
+        "ecglm tables --eval-dir {params.eval_dir:q} --out {params.out:q} --ablation-out {params.ablation:q}"
+        " --config-json {params.config_json:q}"
         " > {log:q} 2>&1"
+
+
+# The figures of the HTML report (`snakemake --report results/{run}/report.html`): training curves, the
+# confusion matrices and a few test ECGs of one variant and mode (REPORT_VARIANT, REPORT_MODE in common.smk).
+rule plot_report:
+    input:
+        records=f"{RESULTS}/data/records.parquet",
+        signals=f"{RESULTS}/data/signals_{FS}.npy",
+        findings=f"{RESULTS}/text/findings.parquet",
+        encoder=f"{RESULTS}/encoder/pretrained/metrics.json",
+        aligns=[f"{RESULTS}/align/{variant}/metrics.json" for variant in ALIGNED],
+        evals=[f"{RESULTS}/eval/{REPORT_VARIANT}/{task}-{REPORT_MODE}.json" for task in TASK_NAMES],
+    output:
+        curves=report(f"{RESULTS}/report/curves.svg", caption="../workflow/report/curves.rst", category="Training"),
+        confusion=report(f"{RESULTS}/report/confusion.svg", caption="../workflow/report/confusion.rst",
+                         category="Zero-shot classification"),
+        ecgs=report(f"{RESULTS}/report/ecgs.svg", caption="../workflow/report/ecgs.rst", category="Test ECGs"),
+    params:
+        aligns=lambda wildcards, input: " ".join(f"--align {v}={shlex.quote(p)}" for v, p in zip(ALIGNED, input.aligns)),
+        evals=lambda wildcards, input: " ".join(f"--eval {shlex.quote(p)}" for p in input.evals),
+        out=lambda wildcards, output: os.path.dirname(output.curves),
+        variant=REPORT_VARIANT,
+        mode=REPORT_MODE,
+        fs=FS,
+    log:
+        f"{LOGS}/plot_report.log",
+    benchmark:
+        f"{BENCHMARKS}/plot_report.tsv"
+    threads: 1
+    conda:
+        ENV
+    resources:
+        mem_mb=cpu_mem_mb(),
+        runtime=10,
+    shell:
+        "ecglm report-figures --records {input.records:q} --signals {input.signals:q} --fs {params.fs}"
+        " --findings {input.findings:q} --encoder-metrics {input.encoder:q} {params.aligns} {params.evals}"
+        " --variant {params.variant:q} --mode {params.mode} --out {params.out:q} > {log:q} 2>&1"

@@ -170,7 +170,7 @@ rule make_qa_table:
     input:
         **{name: f"{RESULTS}/qa/eval/{name}.json" for name in ("ecg", "blind", "shuffled", "majority")},
     output:
-        markdown=f"{RESULTS}/tables/qa.md",
+        markdown=report(f"{RESULTS}/tables/qa.md", caption="../workflow/report/qa.rst", category="ECG-QA"),
         csv=f"{RESULTS}/tables/qa.csv",
     params:
         results=lambda wildcards, input: " ".join(f"--results {name}={shlex.quote(path)}" for name, path in input.items()),

@@ -232,6 +232,21 @@ def test_a_seed_replica_aligns_and_evaluates_with_its_seed(repo_root, tmp_path):
     assert "--seed 7 --out 'results/ci/eval/shuffled-seed7/" in out
 
 
+@pytest.mark.slow  # a subprocess: runs in CI; -m 'not slow' skips it
+def test_torch_jobs_get_the_configured_threads_whatever_the_cores(repo_root):
+    """Snakemake lowers a rule's {threads} to --cores; a torch job's bits depend on its thread count, so the
+    workflow passes the configured number (ci: resources.threads 2, eval_threads 1) even under --cores 1."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--configfile", "config/ci.yaml", "--cores", "1"],
+        cwd=repo_root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    commands = [line.split("Shell command: ", 1)[1] for line in proc.stdout.splitlines() if "Shell command: ecglm " in line]
+    for stage, threads in (("train-encoder", 2), ("align", 2), ("finetune-chat", 2), ("evaluate", 1)):
+        mine = [c for c in commands if c.split()[1] == stage]
+        assert mine and all(f" --threads {threads} " in c for c in mine), (stage, mine[:1])
+
+
 def test_the_demo_worlds_ecg_qa_needs_the_demo_world():
     assert validate_config({})["qa"]["source"] == "demo"  # auto: the demo world's
     assert validate_config({"data": {"source": "physionet"}})["qa"]["source"] is None  # auto: none

@@ -88,6 +88,60 @@ def test_the_result_table_has_every_variant_with_finite_numbers(demo_run):
             assert low <= value <= high, column
 
 
+def test_the_ablation_table_has_table_5s_rows_with_paired_differences(demo_run):
+    """config/ci.yaml runs the three ablations of the paper's Table 5: each row beside full, with its paired
+    difference from full on the same test ECGs (the swap on its smoke subset), and the protocol block."""
+    tables = demo_run / "results" / "ci" / "tables"
+    md = (tables / "ablation.md").read_text()
+    for row in ("| full | the full model | mcq |", "| no-pretrain | without encoder pretraining | mcq |",
+                "| no-expansion | without lead-drop expansion | mcq |",
+                "| smollm2 | LLM swapped (SmolLM2-135M-Instruct, Q4_1, dequantized) | mcq |"):  # fmt: skip
+        assert row in md
+    assert "Not run by this config" not in md and "## Protocol" in md and "on its 10 ECGs" in md
+    rows = pl.read_csv(tables / "ablation.csv")
+    assert set(rows["variant"]) == {"full", "no-pretrain", "no-expansion", "smollm2"}
+    for row in rows.filter(pl.col("variant") != "full").iter_rows(named=True):
+        for task in ("diagnostic", "rhythm", "form"):
+            diff = row[f"{task}_diff_balanced_accuracy"]
+            assert row[f"{task}_diff_balanced_accuracy_low"] <= diff <= row[f"{task}_diff_balanced_accuracy_high"]
+
+
+def _report_entries(html: str) -> dict[str, tuple[str, str]]:
+    """{path: (caption, decoded content)} of the results embedded in a `snakemake --report` HTML file."""
+    import base64
+    import re
+
+    entries = {}
+    for match in re.finditer(r'"(results/[^"]+)": \{"name": "[^"]*", "filename": "[^"]*", "labels": [^,]*, '
+                             r'"size": "[^"]*", "caption": "((?:[^"\\]|\\.)*)", "mime_type": "([^"]*)"', html):  # fmt: skip
+        start = html.find('"data_uri": "', match.end()) + len('"data_uri": "')
+        uri = html[start : html.find('"', start)]
+        entries[match.group(1)] = (json.loads(f'"{match.group(2)}"'), base64.b64decode(uri.split("base64,", 1)[1]).decode())
+    return entries
+
+
+def test_the_html_report_holds_the_tables_the_figures_and_their_captions(ci_snakemake, demo_run, tmp_path):
+    """`snakemake --report` after the run: the tables (with their protocol), the model card, the training
+    curves, the confusion matrices and the test ECGs with their findings and the model's answers."""
+    html_path = tmp_path / "report.html"
+    proc = ci_snakemake(demo_run, "--report", str(html_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = html_path.read_text()
+    assert "Yang et al., Health Data Science 2025" in html  # the workflow description
+    entries = _report_entries(html)
+    results = "results/ci"
+    assert set(entries) == {f"{results}/tables/{t}.md" for t in ("classification", "ablation", "qa")} | {
+        f"{results}/report/{f}.svg" for f in ("curves", "confusion", "ecgs")} | {f"{results}/chat/MODEL_CARD.md"}
+    caption, ablation = entries[f"{results}/tables/ablation.md"]
+    assert "Table 5" in caption and "| no-pretrain | without encoder pretraining |" in ablation and "## Protocol" in ablation
+    _, curves = entries[f"{results}/report/curves.svg"]
+    assert "alignment of full" in curves and "alignment of no-expansion" in curves and "encoder pretraining" in curves
+    _, confusion = entries[f"{results}/report/confusion.svg"]
+    assert "full, mcq" in confusion and all(f">{task} (" in confusion for task in ("diagnostic", "rhythm", "form"))
+    _, ecgs = entries[f"{results}/report/ecgs.svg"]
+    assert ecgs.count("<polyline") == 3 * 12 and "full (mcq) answered" in ecgs
+
+
 def test_smollm2_is_fetched_once_aligned_checked_and_labelled_as_a_smoke_row(demo_run):
     """The real LLM of the ci config: one folder made from the wheel's GGUF, its alignment's ECG check
     written, and its rows in the tables named by the LLM and marked as scored on 10 of the test ECGs."""

@@ -64,9 +64,11 @@ def pooled_group_bootstrap(
     seed: int,
     reps: int = 1000,
     level: float = 0.95,
+    weights: Sequence[float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`group_bootstrap` of several statistics, each the mean over several members (the evaluations of
-    one variant's seeds, whose rows may differ), all on the same draws.
+    one variant's seeds, whose rows may differ), all on the same draws; with ``weights`` (one per member)
+    the weighted sum instead of the mean (``(1, -1)``: the paired difference of two evaluations).
 
     ``member_groups[j]`` labels member j's rows; ``statistics[name][j]`` is that statistic on member j's rows.
     Each draw takes the groups of all members together with replacement (the union, as many as there are),
@@ -74,6 +76,9 @@ def pooled_group_bootstrap(
     averages the members' values; a draw where a member's value is undefined, or a member has no drawn row,
     is left out for that statistic. ``{name: {"low", "high", "groups", "reps", "undefined", "level"}}``."""
     labels = [np.asarray(groups) for groups in member_groups]
+    w = np.full(len(labels), 1.0 / len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(labels),):
+        raise ValueError(f"{len(w)} weights for {len(labels)} members")
     union, index, draws = _group_draws(np.concatenate(labels), seed, reps)
     k = len(union)
     member_rows = []  # per member: the rows of each group of the union ([] where it has none)
@@ -86,7 +91,7 @@ def pooled_group_bootstrap(
         for name, functions in statistics.items():
             got = [fn(rows) if len(rows) else None for fn, rows in zip(functions, chosen)]
             if all(v is not None and np.isfinite(v) for v in got):
-                values[name].append(float(np.mean(got)))
+                values[name].append(float(np.dot(w, got)))
     out = {}
     for name, got in values.items():
         low, high = _percentiles(np.asarray(got), level) if len(got) * 2 >= reps else (None, None)

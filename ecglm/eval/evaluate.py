@@ -60,7 +60,7 @@ from ecglm.core.stats import pooled_group_bootstrap
 from ecglm.data.ecg_data import PATIENT_COLUMNS, read_records, read_records_schema
 from ecglm.data.labels import single_class_index
 from ecglm.text.prompts import TASK_LABEL_COLUMNS, TASKS, task_classes, task_letters
-from ecglm.train.runtime import resolve_device
+from ecglm.train.runtime import resolve_device, torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -387,6 +387,20 @@ def seed_mean_intervals(members: Sequence[Mapping[str, np.ndarray]], task: str, 
                   for name in INTERVAL_METRICS}  # fmt: skip
     boots = pooled_group_bootstrap(statistics, [m["groups"] for m in members], seed=seed, reps=BOOTSTRAP_REPS,
                                    level=BOOTSTRAP_LEVEL)  # fmt: skip
+    return {name: None if boot["low"] is None else [boot["low"], boot["high"]] for name, boot in boots.items()}
+
+
+def paired_difference_intervals(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], task: str,
+                                seed: int) -> dict[str, Any]:
+    """The interval of each table metric's difference a - b between two evaluations of the same test ECGs
+    (arrays as in :func:`seed_mean_intervals`), both computed on every draw of the test patients: a paired
+    comparison, narrower than two overlapping intervals suggest. ``{metric: [low, high] or None}``."""
+    k = len(task_classes(task))
+    statistics = {name: [table_metric(name, np.asarray(m["y_true"], dtype=np.int64), np.asarray(m["y_pred"], dtype=np.int64),
+                                      np.asarray(m["probs"], dtype=np.float64), k) for m in (a, b)]
+                  for name in INTERVAL_METRICS}  # fmt: skip
+    boots = pooled_group_bootstrap(statistics, [a["groups"], b["groups"]], seed=seed, reps=BOOTSTRAP_REPS,
+                                   level=BOOTSTRAP_LEVEL, weights=(1.0, -1.0))  # fmt: skip
     return {name: None if boot["low"] is None else [boot["low"], boot["high"]] for name, boot in boots.items()}
 
 
@@ -898,6 +912,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--subset-seed", type=int, default=None,
                    help="seed of --max-test-ecgs's subset (default: --seed); the workflow passes the run's seed, so "
                         "that the seed replicas of a variant score the same ECGs")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's, from OMP_NUM_THREADS); the workflow passes the "
+                        "configured number, since a result's last bits depend on it")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
                    help="LLM dtype: auto = bfloat16 on a capable GPU, float32 on CPU")  # fmt: skip
@@ -919,14 +936,15 @@ def mode_outputs(modes: Sequence[str], out: Path | None) -> list[Path | None]:
 
 def run(args: argparse.Namespace) -> int:
     outs = mode_outputs(args.mode, args.out)
-    bundle = load_model(args.align, args.llm, args.prompt, device=args.device, dtype=args.dtype)
-    for mode, out in zip(args.mode, outs):
-        evaluate_zero_shot(
-            args.records, args.signals, args.findings, args.task, mode,
-            align=args.align, llm=args.llm, prompt=args.prompt, control=args.control, seed=args.seed,
-            batch_size=args.batch_size, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
-            likelihood_score=args.likelihood_score, device=args.device, dtype=args.dtype, out=out, progress=not args.no_progress, model_bundle=bundle,
-            max_test_ecgs=args.max_test_ecgs, subset_seed=args.subset_seed,
-        )  # fmt: skip
+    with torch_threads(args.threads):
+        bundle = load_model(args.align, args.llm, args.prompt, device=args.device, dtype=args.dtype)
+        for mode, out in zip(args.mode, outs):
+            evaluate_zero_shot(
+                args.records, args.signals, args.findings, args.task, mode,
+                align=args.align, llm=args.llm, prompt=args.prompt, control=args.control, seed=args.seed,
+                batch_size=args.batch_size, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+                likelihood_score=args.likelihood_score, device=args.device, dtype=args.dtype, out=out, progress=not args.no_progress, model_bundle=bundle,
+                max_test_ecgs=args.max_test_ecgs, subset_seed=args.subset_seed,
+            )  # fmt: skip
     return 0
 

@@ -281,11 +281,12 @@ def render_csv(rows: list[tuple[str, str, dict]]) -> str:
     return buf.getvalue()
 
 
-def write_tables(eval_dir: str | os.PathLike, out: str | os.PathLike,
-                 config: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+def write_tables(eval_dir: str | os.PathLike, out: str | os.PathLike, config: Mapping[str, Any] | None = None,
+                 ablation: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """Write ``{out}.md`` (the tables and their protocol block), ``{out}.csv`` and ``{out}.protocol.json``
-    (the protocol's facts, ``config`` included: the run's validated config) atomically from ``eval_dir``;
-    return the paths of the first two."""
+    (the protocol's facts, ``config`` included: the run's validated config) atomically from ``eval_dir``,
+    and with ``ablation`` the ablation table ``{ablation}.md`` (with the same protocol block) and
+    ``{ablation}.csv`` (:mod:`ecglm.eval.ablation`; it needs ``config``); return the paths of the first two."""
     out = Path(out)
     if out.suffix in (".md", ".csv"):
         out = out.with_suffix("")
@@ -297,6 +298,14 @@ def write_tables(eval_dir: str | os.PathLike, out: str | os.PathLike,
     write_text_atomic(md, render_markdown(rows) + "\n" + render_protocol(facts, facts_path.name))
     write_text_atomic(csv_path, render_csv(rows))
     write_text_atomic(facts_path, json.dumps(facts, indent=2, sort_keys=False) + "\n")
+    if ablation is not None:
+        from ecglm.eval.ablation import ablation_tables
+
+        ablation = Path(ablation).with_suffix("") if Path(ablation).suffix in (".md", ".csv") else Path(ablation)
+        ab_md, ab_csv = ablation_tables(docs, config)
+        protocol = render_protocol(facts, os.path.relpath(facts_path, ablation.parent))
+        write_text_atomic(ablation.with_name(ablation.name + ".md"), ab_md + "\n" + protocol)
+        write_text_atomic(ablation.with_name(ablation.name + ".csv"), ab_csv)
     log.info("wrote %s, %s and %s (%d rows besides the paper's)", md, csv_path, facts_path.name, len(rows) - 1)
     return md, csv_path
 
@@ -318,9 +327,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config-json", default=None,
                    help="the run's validated config as JSON (the workflow passes it): its SHA-256 and its data go "
                         "into the protocol block, the whole config into <out>.protocol.json")  # fmt: skip
+    p.add_argument("--ablation-out", default=None, type=Path,
+                   help="also write the ablation table (the paper's Table 5) to <ablation-out>.md and .csv: the "
+                        "full model beside the variants that leave out one of its parts (needs --config-json)")  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    write_tables(args.eval_dir, args.out, parse_config_json(args.config_json))
+    write_tables(args.eval_dir, args.out, parse_config_json(args.config_json), args.ablation_out)
     return 0
