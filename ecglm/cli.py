@@ -28,6 +28,7 @@ STAGE_MODULES = [
     "ecglm.text.expand",
     "ecglm.text.scrub",
     "ecglm.train.train_encoder",
+    "ecglm.train.simclr",
     "ecglm.models.fetch_llm",
     "ecglm.train.demo_llm",
     "ecglm.train.align",

@@ -354,10 +354,16 @@ def baseline_inputs(wildcards):
     if wildcards.kind == "supervised":
         inputs["signals"] = f"{RESULTS}/data/signals_{FS}.npy"
         inputs["encoder"] = f"{RESULTS}/encoder/supervised-{wildcards.task}/model.safetensors"
+    elif wildcards.kind in ("simclr", "random-probe"):  # random-probe reads only the encoder's shape (config)
+        inputs["signals"] = f"{RESULTS}/data/signals_{FS}.npy"
+        inputs["encoder"] = f"{RESULTS}/encoder/simclr/" + ("model.safetensors" if wildcards.kind == "simclr" else "config.yaml")
     return inputs
 
 
 def baseline_args(wildcards, input):
-    if wildcards.kind != "supervised":
+    if wildcards.kind == "majority":
         return ""
-    return f"--signals {shlex.quote(input.signals)} --encoder {shlex.quote(os.path.dirname(input.encoder))}"
+    args = f"--signals {shlex.quote(input.signals)} --encoder {shlex.quote(os.path.dirname(input.encoder))}"
+    if wildcards.kind in ("simclr", "random-probe"):
+        args += f" --probe-fraction {EVALUATE['probe_fraction']} --seed {config['seed']}"
+    return args

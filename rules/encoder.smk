@@ -68,3 +68,33 @@ rule train_supervised_encoder:
     shell:
         "ecglm train-encoder --records {input.records:q} --signals {input.signals:q} --out {params.out:q}"
         " --threads {params.threads} {params.sets} --no-progress > {log:q} 2>&1"
+
+
+# The SimCLR baseline's encoder: the same ResNet-18, pretrained contrastively on the training ECGs with
+# no label (the simclr section); its linear probes are baselines simclr and random-probe (evaluate.smk).
+rule train_simclr:
+    input:
+        records=f"{RESULTS}/data/records.parquet",
+        signals=f"{RESULTS}/data/signals_{FS}.npy",
+    output:
+        model=f"{RESULTS}/encoder/simclr/model.safetensors",
+        config=f"{RESULTS}/encoder/simclr/config.yaml",
+        metrics=f"{RESULTS}/encoder/simclr/metrics.json",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.model),
+        threads=RESOURCES["threads"],  # torch's threads: the configured number, whatever --cores (common.smk)
+        sets=set_args({**config["simclr"], "seed": config["seed"]}),
+    log:
+        f"{LOGS}/train_simclr.log",
+    benchmark:
+        f"{BENCHMARKS}/train_simclr.tsv"
+    threads: RESOURCES["threads"]
+    conda:
+        ENV
+    resources:
+        mem_mb=cpu_mem_mb(),
+        runtime=RESOURCES["runtime_min"],
+        gpu=ONE_GPU,
+    shell:
+        "ecglm train-simclr --records {input.records:q} --signals {input.signals:q} --out {params.out:q}"
+        " --threads {params.threads} {params.sets} --no-progress > {log:q} 2>&1"

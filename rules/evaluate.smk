@@ -3,7 +3,7 @@
 
 wildcard_constraints:
     mode="mcq|likelihood|generate",
-    kind="majority|supervised",
+    kind="majority|supervised|simclr|random-probe",
 
 
 rule evaluate_zero_shot:

@@ -31,10 +31,11 @@ def test_the_ablation_rows_are_the_variants_that_leave_out_one_part_of_full():
         "swap-shuffled": {"control": "shuffled", "align_from": "swap"}}})  # fmt: skip
     roles = ablation_variants(config)
     assert roles == {
-        "no-pretrain": ("without encoder pretraining", []),
-        "no-expansion": ("without lead-drop expansion", []),
-        "swap": ("LLM swapped (SmolLM2 (test))", ["max_test_ecgs: 20"]),  # said under the table
-        "both": ("without encoder pretraining, without lead-drop expansion", []),
+        "no-pretrain": ("without encoder pretraining", [], ("without encoder pretraining",)),
+        "no-expansion": ("without lead-drop expansion", [], ("without lead-drop expansion",)),
+        "swap": ("LLM swapped (SmolLM2 (test))", ["max_test_ecgs: 20"], ("LLM swapped",)),  # said under the table
+        "both": ("without encoder pretraining, without lead-drop expansion", [],
+                 ("without encoder pretraining", "without lead-drop expansion")),
     }
     assert ablation_variants({"variants": {"mine": {"expansion": False}}}) == {}  # no variant full
 

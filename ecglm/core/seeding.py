@@ -22,7 +22,8 @@ import numpy as np
 
 #: Mixed into every stream of this module so that the same seed gives different streams per purpose.
 _STREAMS = {"shuffle": 1, "lead_dropout": 2, "subset": 3, "init": 4, "workers": 5, "bootstrap": 6, "ecg_check": 7, "eval_subset": 8, "val_subset": 9,
-            "qa_answer_order": 10, "qa_shuffle": 11, "chat_dialogue": 12}  # fmt: skip
+            "qa_answer_order": 10, "qa_shuffle": 11, "chat_dialogue": 12, "simclr_views": 13, "simclr_val_views": 14,
+            "probe": 15}  # fmt: skip
 
 
 def stream_seed(seed: int, purpose: str) -> int:

@@ -21,7 +21,7 @@ import csv
 import io
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -47,13 +47,22 @@ SHOWN = (("accuracy", "acc"), ("f1", "F1"), ("balanced_accuracy", "bal. acc"), (
 DIFF_METRIC = "balanced_accuracy"
 
 
+class Ablation(NamedTuple):
+    """How a variant is a row of Table 5: its name there, the other settings it differs from full in, and
+    the parts it leaves out (labels of :data:`ABLATIONS`)."""
+
+    text: str
+    others: list[str]
+    parts: tuple[str, ...]
+
+
 def _settings(variant: Mapping[str, Any]) -> dict[str, Any]:
     return {key: variant.get(key, default) for key, default in _DEFAULTS.items()}
 
 
-def ablation_variants(config: Mapping[str, Any]) -> dict[str, tuple[str, list[str]]]:
-    """``{variant: (the Table 5 row it is, the other settings it differs from full in)}`` of the config's
-    ``variants``; {} when there is no variant ``full``. A variant that ablates two parts at once is named
+def ablation_variants(config: Mapping[str, Any]) -> dict[str, Ablation]:
+    """``{variant: Ablation}`` of the config's ``variants``: each variant that is a row of Table 5; {} when
+    there is no variant ``full``. A variant that ablates two parts at once is named
     by both ("without encoder pretraining, LLM swapped")."""
     variants = config.get("variants") or {}
     if REFERENCE not in variants:
@@ -65,27 +74,26 @@ def ablation_variants(config: Mapping[str, Any]) -> dict[str, tuple[str, list[st
         s = _settings(raw)
         if name == REFERENCE or s["align_from"] or s["prompt"] != ref["prompt"] or s["control"] != "none":
             continue
-        parts = []
-        for key, _, label in ABLATIONS:
-            if s[key] != ref[key]:
-                parts.append(f"{label} ({(llms.get(s[key]) or {}).get('label') or s[key]})" if key == "llm" else label)
+        parts = tuple(label for key, _, label in ABLATIONS if s[key] != ref[key])
         if not parts:
             continue
+        swapped = (llms.get(s["llm"]) or {}).get("label") or s["llm"]
+        text = ", ".join(f"{label} ({swapped})" if label == "LLM swapped" else label for label in parts)
         others = [f"{key}: {s[key]}" for key in _DEFAULTS if key not in {k for k, _, _ in ABLATIONS}
                   and key != "seed" and s[key] != ref[key]]  # fmt: skip
-        out[name] = (", ".join(parts), others)
+        out[name] = Ablation(text, others, parts)
     return out
 
 
 def ablation_rows(
-    collected: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]], roles: Mapping[str, tuple[str, list[str]]]
+    collected: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]], roles: Mapping[str, Ablation]
 ) -> list[tuple[str, str, str, dict]]:
     """``[(variant, what it ablates, mode, {task: values})]``: full's rows first, then each ablation's in
     the order of :data:`ABLATIONS`, each in its scoring modes (sorted)."""
     order = {label: i for i, (_, _, label) in enumerate(ABLATIONS)}
-    names = sorted(roles, key=lambda v: (min(order.get(p.split(" (")[0], 99) for p in roles[v][0].split(", ")), v))
+    names = sorted(roles, key=lambda v: (min(order[part] for part in roles[v].parts), v))
     rows = []
-    for variant, role in [(REFERENCE, "the full model")] + [(v, roles[v][0]) for v in names]:
+    for variant, role in [(REFERENCE, "the full model")] + [(v, roles[v].text) for v in names]:
         rows += [(variant, role, mode, dict(collected[(variant, mode)]))
                  for (v, mode) in sorted(collected) if v == variant]  # fmt: skip
     return rows
@@ -140,7 +148,7 @@ def _fmt_diff(diff: tuple[float, tuple[float, float] | None] | None) -> str:
 
 def render_markdown(
     rows: list[tuple[str, str, str, dict]],
-    roles: Mapping[str, tuple[str, list[str]]],
+    roles: Mapping[str, Ablation],
     diffs: Mapping[tuple[str, str, str], Any],
 ) -> str:
     header = ["variant", "ablation", "mode", "LLM", "test ECGs", *(h for _, h in SHOWN), "Δ bal. acc vs full"]
@@ -156,7 +164,7 @@ def render_markdown(
         f"full rows'. {MISSING} = not defined. The paper reports this table without intervals; its "
         "figures are on the real PTB-XL with BioMedGPT-LM-7B and are not repeated here.",
     ]
-    ran = {label for role, _ in roles.values() for label in (p.split(" (")[0] for p in role.split(", "))}
+    ran = {part for ablation in roles.values() for part in ablation.parts}
     missing = [label for _, _, label in ABLATIONS if label not in ran]
     for task in TASK_ORDER:
         lines += ["", f"## {task}", "", "| " + " | ".join(header) + " |",
@@ -170,7 +178,7 @@ def render_markdown(
             cells += [_fmt_interval(values.get(m), intervals.get(m), False, None) for m, _ in SHOWN]
             cells.append("-" if variant == REFERENCE else _fmt_diff(diffs.get((variant, mode, task))))
             lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- `{v}` also differs from `full` in: {'; '.join(others)}." for v, (_, others) in roles.items() if others]
+    notes = [f"- `{v}` also differs from `full` in: {'; '.join(others)}." for v, (_, others, _) in roles.items() if others]
     if missing:
         notes.append(f"- Not run by this config: {', '.join(missing)} (a variant with "
                      + ", ".join({'without encoder pretraining': '`encoder_pretrain: false`', 'LLM swapped': '`llm: <another>`',

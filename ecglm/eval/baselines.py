@@ -7,6 +7,12 @@
   `ecglm train-encoder` on the task's label column and classes (``--set label_column=rhythm --set
   classes=SR,STACH,SBRAD,AFIB,SARRH``); prediction = argmax over the task's five logits with all 12
   leads, probabilities = softmax over those five logits.
+- ``simclr``: the paper's few-shot SimCLR row: a linear probe (multinomial logistic regression on the
+  standardised embeddings) on the frozen encoder of `ecglm train-simclr`, fitted on ``--probe-fraction``
+  (5%) of the training ECGs with exactly one of the task's classes, drawn per class (at least one each,
+  seeded); probabilities = the probe's.
+- ``random-probe``: the same probe on a randomly initialised encoder of the same shape (seeded): the
+  reference that SimCLR's pretraining must beat.
 
 The CLI is `ecglm evaluate-baseline` (registered here, with :mod:`ecglm.eval.evaluate`'s common inputs).
 """
@@ -41,7 +47,9 @@ from ecglm.eval.evaluate import (
 
 log = logging.getLogger(__name__)
 
-KINDS = ("majority", "supervised")
+KINDS = ("majority", "supervised", "simclr", "random-probe")
+PROBE_KINDS = ("simclr", "random-probe")
+PROBE_FRACTION = 0.05  # the paper's few-shot rows: 5% of the training labels
 
 
 def training_class_counts(records: str | os.PathLike, task: str) -> dict[str, int]:
@@ -123,6 +131,73 @@ def supervised_scores(
     return out, identity
 
 
+def probe_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices into ``y`` (class index per training ECG): per class present, round(fraction x its
+    count) ECGs, at least one, drawn without replacement by ``seed``'s "probe" stream."""
+    from ecglm.core.seeding import numpy_rng
+
+    rng = numpy_rng(seed, "probe")
+    picked = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        picked.append(rng.choice(members, max(1, int(round(fraction * len(members)))), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def _embed(model: Any, store: np.ndarray, rows: np.ndarray, batch_size: int, device: Any) -> np.ndarray:
+    """The encoder's embeddings [M, D] (float64) of the signals ``rows``, all 12 leads."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            x = _read_signals(store, rows[start : start + batch_size]).to(device)  # [b, 12, T]
+            out.append(model.forward_features(x, None).double().cpu().numpy())  # [b, D]
+    return np.concatenate(out) if out else np.zeros((0, model.embed_dim))
+
+
+def probe_scores(kind: str, encoder_dir: str | os.PathLike, signals: str | os.PathLike, records: str | os.PathLike,
+                 eval_set: EvalSet, *, fraction: float, seed: int, batch_size: int = 64, device: str = "auto"
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The linear probe's class log-probabilities [M, 5] (option order) on ``eval_set`` and its identity.
+
+    ``kind`` simclr: the encoder of ``encoder_dir``; random-probe: a random one of its shape (seeded)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ecglm.data.ecg_data import open_signals
+    from ecglm.data.physionet import sha256_file
+    from ecglm.train.simclr import CONFIG_FILE, MODEL_FILE, SimCLRConfig, build_encoder, load_simclr_encoder
+
+    if not 0 < fraction <= 1:
+        raise StageError(f"--probe-fraction must be in (0, 1], got {fraction}")
+    encoder_dir, dev = Path(encoder_dir), resolve_device(device)
+    if kind == "simclr":
+        model, cfg = load_simclr_encoder(encoder_dir, device=str(dev))
+    else:
+        cfg = SimCLRConfig.from_yaml(encoder_dir / CONFIG_FILE)
+        model = build_encoder(cfg, seed=seed).to(dev)
+    train = load_eval_set(records, eval_set.task, split="train")
+    pick = probe_subset(train.y, fraction, seed)
+    store = open_signals(signals)
+    f_train = _embed(model, store, train.rows[pick], batch_size, dev)  # [P, D]
+    f_test = _embed(model, store, eval_set.rows, batch_size, dev)  # [M, D]
+    mean, std = f_train.mean(axis=0), f_train.std(axis=0) + 1e-6
+    k = len(task_classes(eval_set.task))
+    labels = train.y[pick]
+    scores = np.full((len(eval_set), k), -1e3)  # a class with no training ECG is never predicted
+    if len(np.unique(labels)) == 1:
+        scores[:, labels[0]] = 0.0
+    else:
+        probe = LogisticRegression(max_iter=5000).fit((f_train - mean) / std, labels)
+        scores[:, probe.classes_] = probe.predict_log_proba((f_test - mean) / std)
+    identity = {"encoder": {"path": str(encoder_dir), "random_init": kind == "random-probe", "base_width": cfg.base_width,
+                            "dilation": cfg.dilation, "weights_sha256": None if kind == "random-probe"
+                            else sha256_file(encoder_dir / MODEL_FILE)},
+                "probe": {"fraction": fraction, "seed": seed, "training_ecgs": int(len(pick)), "of": int(len(train)),
+                          "per_class": {task_classes(eval_set.task)[c]: int((labels == c).sum()) for c in np.unique(labels)}}}  # fmt: skip
+    return scores, identity
+
+
 def evaluate_baseline(
     kind: str,
     records: str | os.PathLike,
@@ -134,6 +209,8 @@ def evaluate_baseline(
     device: str = "auto",
     out: str | os.PathLike | None = None,
     progress: bool = True,
+    probe_fraction: float = PROBE_FRACTION,
+    seed: int = 1234,
 ) -> dict[str, Any]:
     """Evaluate baseline ``kind`` (:data:`KINDS`) on ``task``'s evaluation set; write and return the JSON."""
     if kind not in KINDS:
@@ -148,6 +225,18 @@ def evaluate_baseline(
             "training_class_counts": training_class_counts(records, task),
         }
         scoring = "the most frequent single class among the training ECGs"
+    elif kind in PROBE_KINDS:
+        if encoder is None or signals is None:
+            raise StageError(f"--kind {kind} needs --encoder (a `ecglm train-simclr` folder) and --signals")
+        from ecglm.data.ecg_data import check_store
+
+        check_store(records, read_records(Path(records), ["ecg_id"]).height, signals)
+        scores, identity = probe_scores(kind, encoder, signals, records, eval_set, fraction=probe_fraction, seed=seed,
+                                        batch_size=batch_size, device=device)  # fmt: skip
+        y_pred, probs = predictions_from_scores(scores)
+        which = "the SimCLR-pretrained" if kind == "simclr" else "a randomly initialised (seeded)"
+        scoring = (f"a linear probe (logistic regression) on {which} ResNet-18's frozen embeddings, fitted on "
+                   f"{probe_fraction:.0%} of the single-class training ECGs (per class, at least one)")  # fmt: skip
     else:
         if encoder is None or signals is None:
             raise StageError("--kind supervised needs --encoder (a `ecglm train-encoder` folder) and --signals")
@@ -162,7 +251,7 @@ def evaluate_baseline(
         "mode": kind,
         "prompt": None,
         "control": "none",
-        "seed": None,
+        "seed": seed if kind in PROBE_KINDS else None,
         "scoring": scoring,
         "text_has_ecg": False,
         "text_has_findings": False,
@@ -180,7 +269,7 @@ def register(subparsers) -> None:
     """Add the ``evaluate-baseline`` subcommand."""
     b = subparsers.add_parser(
         "evaluate-baseline",
-        help="baselines on the zero-shot evaluation sets: majority class, supervised ResNet-18",
+        help="baselines on the zero-shot evaluation sets: majority class, supervised ResNet-18, SimCLR's linear probe",
         description=(
             "Evaluate a baseline on the same evaluation set (test-split ECGs with exactly one of the task's "
             "classes) and write the same JSON as `ecglm evaluate`. majority: always the most frequent class "
@@ -191,7 +280,13 @@ def register(subparsers) -> None:
     )
     _common_inputs(b)
     b.add_argument("--kind", required=True, choices=KINDS, help="which baseline")
-    b.add_argument("--encoder", type=Path, help="--kind supervised: the folder written by `ecglm train-encoder` for this task")
+    b.add_argument("--encoder", type=Path, help="--kind supervised: the folder written by `ecglm train-encoder` for this "
+                   "task; --kind simclr / random-probe: the folder of `ecglm train-simclr` (random-probe reads its shape)")
+    b.add_argument("--probe-fraction", type=float, default=PROBE_FRACTION,
+                   help=f"--kind simclr / random-probe: the share of the training labels the probe is fitted on "
+                        f"(default {PROBE_FRACTION}: the paper's 5%%)")
+    b.add_argument("--seed", type=int, default=1234, help="--kind simclr / random-probe: the seed of the probe's "
+                   "training subset (and of random-probe's encoder)")
     b.add_argument("--batch-size", type=int, default=64, help="ECGs per forward pass of the supervised encoder (default 64)")
     b.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     b.set_defaults(func=run_baseline)
@@ -201,5 +296,6 @@ def run_baseline(args: argparse.Namespace) -> int:
     evaluate_baseline(
         args.kind, args.records, args.task, signals=args.signals, encoder=args.encoder,
         batch_size=args.batch_size, device=args.device, out=args.out, progress=not args.no_progress,
+        probe_fraction=args.probe_fraction, seed=args.seed,
     )  # fmt: skip
     return 0
