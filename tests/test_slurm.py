@@ -24,8 +24,8 @@ SCRIPT = REPO / "scripts" / "local-slurm.sh"
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 CI_CONFIG = REPO / "config" / "ci.yaml"
 #: The rules whose jobs compute on a GPU when the config gives them one.
-GPU_RULES = {"train_encoder", "train_supervised_encoder", "align_model", "evaluate_zero_shot", "finetune_qa", "evaluate_qa",
-             "finetune_chat"}
+GPU_RULES = {"train_encoder", "train_supervised_encoder", "train_simclr", "align_model", "evaluate_zero_shot", "finetune_qa",
+             "evaluate_qa", "finetune_chat"}
 #: Seconds before a SLURM run of the ci DAG counts as hung (it takes ~15 min on 2 busy cores).
 DAG_TIMEOUT_S = 2400
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+?)\)\.")
@@ -123,7 +123,7 @@ def test_align_runs_under_torchrun_only_with_several_gpus(tmp_path, gpus):
     config = _config_with(tmp_path, CI_CONFIG, gpus=gpus)
     jobs = _jobs(_dry_run(tmp_path / "work", config))
     aligns = [j for j in jobs if j["rule"] == "align_model"]
-    assert len(aligns) == 2  # full (the demo LLM) and smollm2
+    assert len(aligns) == 4  # full, no-pretrain, no-expansion (the demo LLM) and smollm2
     for align in aligns:
         assert int(align["resources"]["gpu"]) == gpus
         if gpus > 1:
