@@ -198,6 +198,13 @@ def probe_scores(kind: str, encoder_dir: str | os.PathLike, signals: str | os.Pa
     return scores, identity
 
 
+def _check_signals(records: str | os.PathLike, signals: str | os.PathLike) -> None:
+    """The signals array goes with the records table (row for row), or StageError naming both."""
+    from ecglm.data.ecg_data import check_store
+
+    check_store(records, read_records(Path(records), ["ecg_id"]).height, signals)
+
+
 def evaluate_baseline(
     kind: str,
     records: str | os.PathLike,
@@ -228,9 +235,7 @@ def evaluate_baseline(
     elif kind in PROBE_KINDS:
         if encoder is None or signals is None:
             raise StageError(f"--kind {kind} needs --encoder (a `ecglm train-simclr` folder) and --signals")
-        from ecglm.data.ecg_data import check_store
-
-        check_store(records, read_records(Path(records), ["ecg_id"]).height, signals)
+        _check_signals(records, signals)
         scores, identity = probe_scores(kind, encoder, signals, records, eval_set, fraction=probe_fraction, seed=seed,
                                         batch_size=batch_size, device=device)  # fmt: skip
         y_pred, probs = predictions_from_scores(scores)
@@ -240,9 +245,7 @@ def evaluate_baseline(
     else:
         if encoder is None or signals is None:
             raise StageError("--kind supervised needs --encoder (a `ecglm train-encoder` folder) and --signals")
-        from ecglm.data.ecg_data import check_store
-
-        check_store(records, read_records(Path(records), ["ecg_id"]).height, signals)
+        _check_signals(records, signals)
         scores, identity = supervised_scores(encoder, signals, eval_set, batch_size=batch_size, device=device, progress=progress)
         y_pred, probs = predictions_from_scores(scores)
         scoring = "argmax of the supervised ResNet-18's logits over the task's five classes (probabilities: softmax)"

@@ -264,19 +264,13 @@ def build_encoder(cfg: SimCLRConfig, seed: int | None = None) -> Any:
 
 def load_simclr_encoder(directory: str | os.PathLike, device: str = "cpu") -> tuple[Any, SimCLRConfig]:
     """The encoder written by :func:`train_simclr` (eval mode, its class head unused) and its config."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from ecglm.train.train_encoder import read_weights
 
     directory = Path(directory)
     cfg = SimCLRConfig.from_yaml(directory / CONFIG_FILE)
     model = build_encoder(cfg)
     path = directory / MODEL_FILE
-    try:
-        state = load_file(str(path))
-    except FileNotFoundError:
-        raise StageError(f"{path}: SimCLR encoder weights not found (run `ecglm train-simclr`)") from None
-    except (SafetensorError, OSError) as err:
-        raise StageError(f"{path}: not a readable safetensors file ({err})") from err
+    state = read_weights(path, "SimCLR encoder weights not found (run `ecglm train-simclr`)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) != {"head.weight", "head.bias"}:
         raise StageError(f"{path}: weights do not match {directory / CONFIG_FILE} (missing {missing}, "

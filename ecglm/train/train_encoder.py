@@ -422,23 +422,29 @@ def train_encoder(
     return metrics
 
 
-def load_encoder(directory: str | os.PathLike, device: str = "cpu") -> tuple[Any, EncoderConfig]:
-    """Read ``model.safetensors`` + ``config.yaml`` written by :func:`train_encoder`; the model is in eval mode."""
+def read_weights(path: Path, missing: str) -> dict[str, Any]:
+    """The tensors of the safetensors file ``path``; StageError "``path``: ``missing``" when there is none, and
+    naming the file when it cannot be read."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise StageError(f"{path}: {missing}") from None
+    except (SafetensorError, OSError) as err:
+        raise StageError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def load_encoder(directory: str | os.PathLike, device: str = "cpu") -> tuple[Any, EncoderConfig]:
+    """Read ``model.safetensors`` + ``config.yaml`` written by :func:`train_encoder`; the model is in eval mode."""
     from ecglm.models.encoder import ResNet1d18
 
     directory = Path(directory)
     cfg = EncoderConfig.from_yaml(directory / CONFIG_FILE)
     model = ResNet1d18(n_classes=len(cfg.classes), base_width=cfg.base_width, dilation=cfg.dilation)
     path = directory / MODEL_FILE
-    try:
-        state = load_file(str(path))
-    except FileNotFoundError:
-        raise StageError(f"{path}: encoder weights not found (run `ecglm train-encoder`)") from None
-    except (SafetensorError, OSError) as err:
-        raise StageError(f"{path}: not a readable safetensors file ({err})") from err
+    state = read_weights(path, "encoder weights not found (run `ecglm train-encoder`)")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
