@@ -29,6 +29,7 @@ STAGE_MODULES = [
     "ecglm.text.scrub",
     "ecglm.train.train_encoder",
     "ecglm.train.simclr",
+    "ecglm.train.mets",
     "ecglm.models.fetch_llm",
     "ecglm.train.demo_llm",
     "ecglm.train.align",

@@ -6,7 +6,7 @@ import os
 import shlex
 
 from ecglm.text.prompts import TASK_LABEL_COLUMNS, TASKS
-from ecglm.core.config import run_llms, variant_llm, variant_seed
+from ecglm.core.config import mets_llm, run_llms, variant_llm, variant_seed
 from ecglm.core.errors import StageError
 from ecglm.models.fetch_llm import gguf_dir_for, local_dir_for
 from ecglm.models.gguf import resolve_gguf
@@ -115,6 +115,7 @@ ALIGNED = [v for v, s in VARIANTS.items() if s["align_from"] is None and s["prom
 # Every LLM of the run by name (the llm section is "base"), and the one each variant uses.
 LLMS = run_llms(config)
 VARIANT_LLMS = {variant: variant_llm(config, variant) for variant in VARIANTS}
+METS_LLM = mets_llm(config)  # the text encoder of the llm-mets baseline (evaluate.mets_variant's LLM)
 USED_LLMS = sorted(set(VARIANT_LLMS.values()))
 DEMO_LLM = any(LLMS[name]["source"] == "demo" for name in USED_LLMS)
 
@@ -126,6 +127,8 @@ def check_stage_settings():
     from ecglm.train.align import AlignConfig
     from ecglm.train.demo_llm import DemoLLMConfig
     from ecglm.train.finetune import ChatFinetuneConfig, FinetuneConfig
+    from ecglm.train.mets import METSConfig
+    from ecglm.train.simclr import SimCLRConfig
     from ecglm.train.train_encoder import EncoderConfig
 
     seed = {"seed": config["seed"]}
@@ -139,6 +142,10 @@ def check_stage_settings():
         checks.append((FinetuneConfig, config["finetune_qa"], "config key 'finetune_qa'"))
     if config["chat"]["align_from"]:
         checks.append((ChatFinetuneConfig, config["finetune_chat"], "config key 'finetune_chat'"))
+    if {"simclr", "random-probe"} & set(BASELINES):
+        checks.append((SimCLRConfig, config["simclr"], "config key 'simclr'"))
+    if {"mets", "llm-mets"} & set(BASELINES):
+        checks.append((METSConfig, config["mets"], "config key 'mets'"))
     for cls, settings, where in checks:
         try:
             cls.from_dict({**settings, **seed}, source=where)
@@ -349,6 +356,31 @@ def zero_shot_args(wildcards, input):
     return " ".join(args)
 
 
+#: The METS baselines and the text encoder each is trained with (rule train_mets's wildcard).
+METS_TEXT = {"mets": "tfidf", "llm-mets": "llm"}
+
+
+def mets_inputs(wildcards):
+    inputs = {"records": f"{RESULTS}/data/records.parquet", "reports": f"{RESULTS}/text/reports_en.parquet",
+              "signals": f"{RESULTS}/data/signals_{FS}.npy"}
+    if wildcards.text == "llm":
+        inputs["llm"] = LLM_INPUTS[METS_LLM]
+    return inputs
+
+
+def mets_mem_mb(wildcards, attempt):
+    """cpu_mem_mb's, plus twice the LLM's weights when the LLM is the text encoder (as llm_mem_mb)."""
+    llm = 2 * llm_weights_mb(LLM_DIRS[METS_LLM]) if wildcards.text == "llm" else 0
+    return int((RESOURCES["mem_mb"] + llm) * 2 ** (attempt - 1))
+
+
+def mets_sets(wildcards):
+    settings = {**config["mets"], "seed": config["seed"], "text_encoder": wildcards.text}
+    if wildcards.text == "llm":
+        settings["llm"] = LLM_DIRS[METS_LLM]
+    return set_args(settings)
+
+
 def baseline_inputs(wildcards):
     inputs = {"records": f"{RESULTS}/data/records.parquet"}
     if wildcards.kind == "supervised":
@@ -357,6 +389,9 @@ def baseline_inputs(wildcards):
     elif wildcards.kind in ("simclr", "random-probe"):  # random-probe reads only the encoder's shape (config)
         inputs["signals"] = f"{RESULTS}/data/signals_{FS}.npy"
         inputs["encoder"] = f"{RESULTS}/encoder/simclr/" + ("model.safetensors" if wildcards.kind == "simclr" else "config.yaml")
+    elif wildcards.kind in METS_TEXT:
+        inputs["signals"] = f"{RESULTS}/data/signals_{FS}.npy"
+        inputs["encoder"] = f"{RESULTS}/encoder/mets-{METS_TEXT[wildcards.kind]}/model.safetensors"
     return inputs
 
 

@@ -4,6 +4,7 @@
 
 wildcard_constraints:
     task="diagnostic|rhythm|form",
+    text="tfidf|llm",
 
 
 rule train_encoder:
@@ -98,3 +99,33 @@ rule train_simclr:
     shell:
         "ecglm train-simclr --records {input.records:q} --signals {input.signals:q} --out {params.out:q}"
         " --threads {params.threads} {params.sets} --no-progress > {log:q} 2>&1"
+
+
+# The METS baselines' encoder: the same ResNet-18, trained contrastively against a frozen text encoder's
+# embeddings of the training reports (the mets section): text tfidf for the METS row, llm (the LLM of
+# evaluate.mets_variant) for the LLM + METS row; zero-shot by the nearest class description (evaluate.smk).
+rule train_mets:
+    input:
+        unpack(mets_inputs),
+    output:
+        model=f"{RESULTS}/encoder/mets-{{text}}/model.safetensors",
+        config=f"{RESULTS}/encoder/mets-{{text}}/config.yaml",
+        metrics=f"{RESULTS}/encoder/mets-{{text}}/metrics.json",
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.model),
+        threads=RESOURCES["threads"],  # torch's threads: the configured number, whatever --cores (common.smk)
+        sets=mets_sets,
+    log:
+        f"{LOGS}/train_mets/{{text}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_mets/{{text}}.tsv"
+    threads: RESOURCES["threads"]
+    conda:
+        ENV
+    resources:
+        mem_mb=mets_mem_mb,
+        runtime=RESOURCES["runtime_min"],
+        gpu=ONE_GPU,
+    shell:
+        "ecglm train-mets --records {input.records:q} --reports {input.reports:q} --signals {input.signals:q}"
+        " --out {params.out:q} --threads {params.threads} {params.sets} --no-progress > {log:q} 2>&1"

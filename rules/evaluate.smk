@@ -3,7 +3,7 @@
 
 wildcard_constraints:
     mode="mcq|likelihood|generate",
-    kind="majority|supervised|simclr|random-probe",
+    kind="majority|supervised|simclr|random-probe|mets|llm-mets",
 
 
 rule evaluate_zero_shot:

@@ -33,7 +33,8 @@ README = ROOT / "README.md"
 SNAPSHOTS = ROOT / "docs" / "figures"
 TASKS = ("diagnostic", "rhythm", "form")
 #: The files whose SHA-256 a snapshot records (relative to the run folder; globs).
-HASHED = ("tables/classification.csv", "tables/ablation.csv", "encoder/pretrained/model.safetensors", "llm/model.safetensors",
+HASHED = ("tables/classification.csv", "tables/ablation.csv", "encoder/pretrained/model.safetensors",
+          "encoder/simclr/model.safetensors", "encoder/mets-*/model.safetensors", "llm/model.safetensors",
           "align/*/model.safetensors", "tables/qa.csv", "qa/finetune/*/model.safetensors",
           "qa/finetune/*/adapter/adapter_model.safetensors", "chat/model.safetensors",
           "chat/adapter/adapter_model.safetensors")  # fmt: skip
@@ -107,6 +108,7 @@ def snapshot(run: Path) -> dict:
     checks = {metrics.parent.name: check for metrics in sorted((run / "align").glob("*/metrics.json"))
               if (check := ecg_check(metrics))}  # fmt: skip
     chat = ecg_check(run / "chat" / "metrics.json")
+    retrieval = {metrics.parent.name: mets_recall(metrics) for metrics in sorted((run / "encoder").glob("mets-*/metrics.json"))}
     hashes = {str(p.relative_to(run)): sha256(p) for pattern in HASHED for p in sorted(run.glob(pattern))}
     times = {}
     for bench in sorted((run / "benchmarks").rglob("*.tsv")):
@@ -128,6 +130,7 @@ def snapshot(run: Path) -> dict:
         "ecg_check": checks,
         **({"qa": qa} if qa is not None else {}),
         **({"chat_check": chat} if chat else {}),
+        **({"mets_recall": retrieval} if retrieval else {}),
         "sha256": hashes,
         "rule_seconds": times,
     }  # fmt: skip
@@ -141,6 +144,14 @@ def ecg_check(metrics: Path) -> dict | None:
     diff = check["difference"]
     return {"n_samples": check["n_samples"], "true_loss": check["loss_true"], "shuffled_loss": check["loss_shuffled"],
             "difference": diff["mean"], "low": diff["low"], "high": diff["high"]}  # fmt: skip
+
+
+def mets_recall(metrics: Path) -> dict:
+    """The METS encoder's sanity check (validation ECG-to-report recall@5, its interval and chance) and text encoder."""
+    doc = json.loads(metrics.read_text())
+    r, text = doc["recall_at_5"], doc["text_encoder"]
+    return {"text_encoder": text["name"] if text["name"] != "llm" else f"llm ({text['llm']})", "value": r["value"],
+            "low": r["low"], "high": r["high"], "chance": r["chance"], "n_ecgs": r["n_ecgs"], "n_reports": r["n_reports"]}  # fmt: skip
 
 
 def qa_rows(table: Path) -> list[dict] | None:
@@ -209,6 +220,12 @@ def render(snap: dict) -> str:
                       "their own; > 0: the ECG makes the reference answers more likely):", "",
                   f"- {c['true_loss']:.4f} true vs {c['shuffled_loss']:.4f} shuffled, difference {c['difference']:.4f} "
                   f"[{c['low']:.4f}, {c['high']:.4f}] ({c['n_samples']} dialogues)"]  # fmt: skip
+    if snap.get("mets_recall"):
+        lines += ["", "The METS encoders' sanity check (validation ECGs: ECG-to-report recall@5 among the distinct "
+                      "validation reports, 95% interval over patients, beside chance = 5 / distinct reports):", ""]  # fmt: skip
+        for name, r in snap["mets_recall"].items():
+            lines.append(f"- {name} (text encoder {r['text_encoder']}): {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}], "
+                         f"chance {r['chance']:.3f} ({r['n_ecgs']} ECGs, {r['n_reports']} reports)")  # fmt: skip
     if snap.get("qa"):
         lines += ["", "ECG-QA, exact match of the answer set on the test questions with its 95% interval over "
                       "patients (`tables/qa.md`; unparsed: generated replies that are no answer set):", "",

@@ -24,11 +24,12 @@ from ecglm.core.config import SCHEMA_PATH
 from ecglm.train.align import AlignConfig
 from ecglm.train.demo_llm import DemoLLMConfig
 from ecglm.train.finetune import ChatFinetuneConfig, FinetuneConfig
+from ecglm.train.mets import METSConfig
 from ecglm.train.simclr import SimCLRConfig
 from ecglm.train.train_encoder import EncoderConfig
 
 #: config section -> the class that defines it
-SECTIONS = {"encoder": EncoderConfig, "simclr": SimCLRConfig, "demo_llm": DemoLLMConfig, "align": AlignConfig, "finetune_qa": FinetuneConfig,
+SECTIONS = {"encoder": EncoderConfig, "simclr": SimCLRConfig, "mets": METSConfig, "demo_llm": DemoLLMConfig, "align": AlignConfig, "finetune_qa": FinetuneConfig,
            "finetune_chat": ChatFinetuneConfig}
 _TOP_KEY = re.compile(r"^  [A-Za-z_]+:", re.MULTILINE)  # a key of the schema's top-level properties
 

@@ -24,7 +24,7 @@ SCRIPT = REPO / "scripts" / "local-slurm.sh"
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 CI_CONFIG = REPO / "config" / "ci.yaml"
 #: The rules whose jobs compute on a GPU when the config gives them one.
-GPU_RULES = {"train_encoder", "train_supervised_encoder", "train_simclr", "align_model", "evaluate_zero_shot", "finetune_qa",
+GPU_RULES = {"train_encoder", "train_supervised_encoder", "train_simclr", "train_mets", "align_model", "evaluate_zero_shot", "finetune_qa",
              "evaluate_qa", "finetune_chat"}
 #: Seconds before a SLURM run of the ci DAG counts as hung (it takes ~15 min on 2 busy cores).
 DAG_TIMEOUT_S = 2400

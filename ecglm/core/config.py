@@ -150,6 +150,18 @@ def _check_consistency(config: dict, source: str) -> None:
         if variant is None or variant.get("align_from") is not None or variant.get("prompt") == "text-only":
             raise StageError(f"{source} is invalid:\n  config key '{key}': {origin!r} is not a variant that "
                              f"aligns its own model ({', '.join(config['variants'])})")  # fmt: skip
+    mets_variant = config["evaluate"].get("mets_variant")
+    if mets_variant is not None and mets_variant not in config["variants"]:
+        raise StageError(f"{source} is invalid:\n  config key 'evaluate.mets_variant': no variant named "
+                         f"{mets_variant!r} ({', '.join(config['variants'])})")  # fmt: skip
+
+
+def mets_llm(config: dict) -> str:
+    """The name of the LLM that the llm-mets baseline embeds the reports with: that of evaluate.mets_variant
+    (null: the variant full, else the first variant)."""
+    variants = config["variants"]
+    chosen = config["evaluate"].get("mets_variant") or ("full" if "full" in variants else next(iter(variants)))
+    return variant_llm(config, chosen)
 
 
 #: The name of the llm section among the run's LLMs (the llms section names the others).

@@ -170,6 +170,19 @@ def aggregate_labels(codes: Iterable[str], statements: dict[str, ScpStatement]) 
     return {name: sorted(found[name]) for name in LABEL_COLUMNS}
 
 
+def class_description(statements: dict[str, ScpStatement], code: str) -> str:
+    """A class in PTB-XL's own words (scp_statements.csv's ``description``): a statement's description
+    (``AFIB`` -> "atrial fibrillation"), or for a diagnostic superclass the descriptions of its statements,
+    in the file's order (``HYP`` -> "left ventricular hypertrophy, left atrial overload/enlargement, ...").
+    Raises StageError for a code that is neither."""
+    if code in statements:
+        return statements[code].description
+    members = [s.description for s in statements.values() if s.diagnostic and s.diagnostic_class == code]
+    if not members:
+        raise StageError(f"class {code!r} is neither an SCP statement nor a diagnostic superclass of scp_statements.csv")
+    return ", ".join(members)
+
+
 def codes_of_task(statements: dict[str, ScpStatement], task: str) -> list[str]:
     """The sorted label vocabulary of one of ``LABEL_COLUMNS`` under ``statements``."""
     if task not in LABEL_COLUMNS:

@@ -13,6 +13,9 @@
   seeded); probabilities = the probe's.
 - ``random-probe``: the same probe on a randomly initialised encoder of the same shape (seeded): the
   reference that SimCLR's pretraining must beat.
+- ``mets`` and ``llm-mets``: the paper's zero-shot METS rows: the encoder of `ecglm train-mets` (text encoder
+  tfidf, resp. llm) scores each class by the cosine similarity of the ECG to the class description in the
+  shared space (over the temperature: the logits); probabilities = their softmax. No label is used.
 
 The CLI is `ecglm evaluate-baseline` (registered here, with :mod:`ecglm.eval.evaluate`'s common inputs).
 """
@@ -34,6 +37,7 @@ from ecglm.eval.evaluate import (
     EvalSet,
     _common_inputs,
     _read_signals,
+    llm_label,
     load_eval_set,
     predictions_from_scores,
     read_records,
@@ -47,8 +51,10 @@ from ecglm.eval.evaluate import (
 
 log = logging.getLogger(__name__)
 
-KINDS = ("majority", "supervised", "simclr", "random-probe")
+KINDS = ("majority", "supervised", "simclr", "random-probe", "mets", "llm-mets")
 PROBE_KINDS = ("simclr", "random-probe")
+#: The METS kinds and the text encoder (`ecglm train-mets --set text_encoder=...`) each needs.
+METS_KINDS = {"mets": "tfidf", "llm-mets": "llm"}
 PROBE_FRACTION = 0.05  # the paper's few-shot rows: 5% of the training labels
 
 
@@ -198,6 +204,40 @@ def probe_scores(kind: str, encoder_dir: str | os.PathLike, signals: str | os.Pa
     return scores, identity
 
 
+def mets_scores(kind: str, encoder_dir: str | os.PathLike, signals: str | os.PathLike, eval_set: EvalSet, *,
+                batch_size: int = 64, device: str = "auto") -> tuple[np.ndarray, dict[str, Any]]:
+    """METS's zero-shot logits [M, 5] (option order) on ``eval_set`` and its identity; StageError when the
+    folder's text encoder is not the one ``kind`` names (a METS row must say which text encoder it had)."""
+    import json
+
+    import torch
+
+    from ecglm.data.ecg_data import open_signals
+    from ecglm.data.physionet import sha256_file
+    from ecglm.train.mets import METRICS_FILE, MODEL_FILE, load_mets
+
+    encoder_dir, dev = Path(encoder_dir), resolve_device(device)
+    mets = load_mets(encoder_dir, device=str(dev))
+    if mets.cfg.text_encoder != METS_KINDS[kind]:
+        raise StageError(f"{encoder_dir}: trained with text encoder {mets.cfg.text_encoder!r}; --kind {kind} needs "
+                         f"{METS_KINDS[kind]!r}")  # fmt: skip
+    store = open_signals(signals)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(eval_set), batch_size):
+            x = _read_signals(store, eval_set.rows[start : start + batch_size]).to(dev)  # [b, 12, T]
+            out.append(mets.scores(x, eval_set.task).double().cpu().numpy())  # [b, 5]
+    metrics_path = encoder_dir / METRICS_FILE
+    text = json.loads(metrics_path.read_text(encoding="utf-8")).get("text_encoder") if metrics_path.is_file() else None
+    identity = {"encoder": {"path": str(encoder_dir), "weights_sha256": sha256_file(encoder_dir / MODEL_FILE),
+                            "base_width": mets.cfg.base_width, "dilation": mets.cfg.dilation},
+                "text_encoder": text or {"name": mets.cfg.text_encoder, "llm": mets.cfg.llm}}  # fmt: skip
+    if mets.cfg.text_encoder == "llm":  # the tables' LLM column and the protocol's list of LLMs
+        identity["llm"] = {"name_or_path": mets.cfg.llm, "revision": identity["text_encoder"].get("revision")}
+        identity["llm_label"] = llm_label(mets.cfg.llm)
+    return np.concatenate(out), identity
+
+
 def _check_signals(records: str | os.PathLike, signals: str | os.PathLike) -> None:
     """The signals array goes with the records table (row for row), or StageError naming both."""
     from ecglm.data.ecg_data import check_store
@@ -242,6 +282,15 @@ def evaluate_baseline(
         which = "the SimCLR-pretrained" if kind == "simclr" else "a randomly initialised (seeded)"
         scoring = (f"a linear probe (logistic regression) on {which} ResNet-18's frozen embeddings, fitted on "
                    f"{probe_fraction:.0%} of the single-class training ECGs (per class, at least one)")  # fmt: skip
+    elif kind in METS_KINDS:
+        if encoder is None or signals is None:
+            raise StageError(f"--kind {kind} needs --encoder (a `ecglm train-mets` folder) and --signals")
+        _check_signals(records, signals)
+        scores, identity = mets_scores(kind, encoder, signals, eval_set, batch_size=batch_size, device=device)
+        y_pred, probs = predictions_from_scores(scores)
+        named = f"the LLM {identity['llm_label']}" if kind == "llm-mets" else "a TF-IDF + SVD text encoder"
+        scoring = (f"zero-shot: argmax of the cosine similarity between the METS ECG embedding and each class "
+                   f"description embedded by {named} (probabilities: softmax over similarity / temperature)")  # fmt: skip
     else:
         if encoder is None or signals is None:
             raise StageError("--kind supervised needs --encoder (a `ecglm train-encoder` folder) and --signals")
@@ -272,19 +321,22 @@ def register(subparsers) -> None:
     """Add the ``evaluate-baseline`` subcommand."""
     b = subparsers.add_parser(
         "evaluate-baseline",
-        help="baselines on the zero-shot evaluation sets: majority class, supervised ResNet-18, SimCLR's linear probe",
+        help="baselines on the zero-shot evaluation sets: majority class, supervised ResNet-18, SimCLR's linear probe, METS",
         description=(
             "Evaluate a baseline on the same evaluation set (test-split ECGs with exactly one of the task's "
             "classes) and write the same JSON as `ecglm evaluate`. majority: always the most frequent class "
             "among the TRAINING ECGs with exactly one class (probabilities one-hot). supervised: a ResNet-18 "
             "written by `ecglm train-encoder` with --set label_column=<the task's column> --set "
-            "classes=<its five classes>; the argmax over the task's five logits."
+            "classes=<its five classes>; the argmax over the task's five logits. simclr / random-probe: a "
+            "linear probe on the frozen SimCLR (or a random) encoder, fitted on --probe-fraction of the training "
+            "labels. mets / llm-mets: zero-shot, the class whose description the METS ECG embedding is nearest."
         ),
     )
     _common_inputs(b)
     b.add_argument("--kind", required=True, choices=KINDS, help="which baseline")
     b.add_argument("--encoder", type=Path, help="--kind supervised: the folder written by `ecglm train-encoder` for this "
-                   "task; --kind simclr / random-probe: the folder of `ecglm train-simclr` (random-probe reads its shape)")
+                   "task; --kind simclr / random-probe: the folder of `ecglm train-simclr` (random-probe reads its shape); "
+                   "--kind mets / llm-mets: the folder of `ecglm train-mets` (text encoder tfidf / llm)")
     b.add_argument("--probe-fraction", type=float, default=PROBE_FRACTION,
                    help=f"--kind simclr / random-probe: the share of the training labels the probe is fitted on "
                         f"(default {PROBE_FRACTION}: the paper's 5%%)")
