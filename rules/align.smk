@@ -44,6 +44,7 @@ rule align_model:
             if VARIANTS[wildcards.variant]["encoder_pretrain"]
             else []
         ),
+        after=after_demo_llm,  # an order, not an input (common.smk): the 2-thread LLM build first
     output:
         model=f"{RESULTS}/align/{{variant}}/model.safetensors",
         config=f"{RESULTS}/align/{{variant}}/config.json",

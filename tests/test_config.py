@@ -260,3 +260,28 @@ def test_qa_fine_tunes_a_variant_that_aligns_its_own_model():
         validate_config({"variants": {"full": {}, "shuffled": {"control": "shuffled", "align_from": "full"}},
                          "qa": {"align_from": "shuffled"}})  # fmt: skip
     assert validate_config({"qa": {"source": None, "align_from": "nothing"}})["qa"]["source"] is None
+
+
+def test_the_llm_mets_text_encoder_is_a_variants_llm():
+    from ecglm.core.config import mets_llm
+
+    variants = {"full": {}, "swap": {"llm": "other"}}
+    llms = {"other": {"source": "pretrained", "name": "org/other"}}
+    assert mets_llm(validate_config({"variants": variants, "llms": llms})) == "base"  # full's: the llm section
+    assert mets_llm(validate_config({"variants": variants, "llms": llms, "evaluate": {"mets_variant": "swap"}})) == "other"
+    with pytest.raises(StageError, match="config key 'evaluate.mets_variant': no variant named 'nope'"):
+        validate_config({"evaluate": {"mets_variant": "nope"}})
+
+
+@pytest.mark.slow  # a subprocess: runs in CI; -m 'not slow' skips it
+def test_an_alignment_on_another_llm_waits_for_the_demo_llms_build(repo_root):
+    """The 2-thread demo LLM build heads the longest path; Snakemake's greedy scheduler would start the 1-thread
+    SmolLM2 alignment on the first free core and leave the build waiting for both, so the workflow orders them."""
+    def jobs(target: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "2", target],
+                              cwd=repo_root, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert "build_demo_llm" in jobs("results/demo/align/smollm2/model.safetensors")
+    assert "build_demo_llm" not in jobs("results/demo/llms/smollm2.json")  # the fetch itself waits for nothing

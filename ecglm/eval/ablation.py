@@ -27,7 +27,7 @@ import numpy as np
 
 from ecglm.core.errors import StageError
 from ecglm.eval.evaluate import DEFAULT_SEED, paired_difference_intervals, table_metric, task_classes
-from ecglm.eval.tables import MISSING, TASK_ORDER, _arrays, _fmt_interval, collect, row_ecgs, row_llm
+from ecglm.eval.tables import MISSING, TASK_ORDER, collect, doc_arrays, fmt_interval, row_ecgs, row_llm
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def differences(
             if not common:
                 out[(variant, mode, task)] = None
                 continue
-            arr_a, arr_b = _rows(_arrays(a), ids_a, common), _rows(_arrays(b), ids_b, common)
+            arr_a, arr_b = _rows(doc_arrays(a), ids_a, common), _rows(doc_arrays(b), ids_b, common)
             k = len(task_classes(task))
             value = (table_metric(DIFF_METRIC, arr_a["y_true"], arr_a["y_pred"], arr_a["probs"], k)(np.arange(len(common)))
                      - table_metric(DIFF_METRIC, arr_b["y_true"], arr_b["y_pred"], arr_b["probs"], k)(np.arange(len(common))))  # fmt: skip
@@ -175,7 +175,7 @@ def render_markdown(
             values = tasks[task]
             intervals = values.get("intervals") or {}
             cells = [variant, role, mode, row_llm(tasks), row_ecgs({task: values}, (task,))]
-            cells += [_fmt_interval(values.get(m), intervals.get(m), False, None) for m, _ in SHOWN]
+            cells += [fmt_interval(values.get(m), intervals.get(m), False, None) for m, _ in SHOWN]
             cells.append("-" if variant == REFERENCE else _fmt_diff(diffs.get((variant, mode, task))))
             lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- `{v}` also differs from `full` in: {'; '.join(others)}." for v, (_, others, _) in roles.items() if others]

@@ -139,7 +139,7 @@ def _fmt(value: float | None) -> str:
     return MISSING if value is None else f"{value:.3f}"
 
 
-def _fmt_interval(value: float | None, interval: tuple[float, float] | None, paper: bool,
+def fmt_interval(value: float | None, interval: tuple[float, float] | None, paper: bool,
                   sd: float | None = None) -> str:
     """``0.817 [0.752, 0.880]``, or with the standard deviation over seeds ``0.817 ± 0.021 [0.752, 0.880]``;
     the paper's figures come without an interval."""
@@ -180,13 +180,13 @@ def seed_summaries(docs: list[tuple[Path, dict[str, Any]]]) -> dict[tuple[str, s
             defined = all(isinstance(v, (int, float)) for v in got)
             values[m] = float(np.mean(got)) if defined else None
             values["sd"][m] = float(np.std(got, ddof=1)) if defined else None
-        values["intervals"] = seed_mean_intervals([_arrays(doc) for doc in members], task,
+        values["intervals"] = seed_mean_intervals([doc_arrays(doc) for doc in members], task,
                                                   seed=DEFAULT_SEED if members[0].get("seed") is None else int(members[0]["seed"]))  # fmt: skip
         rows.setdefault((f"{base} (mean of {len(members)} seeds: {', '.join(seeds)})", mode), {})[task] = values
     return rows
 
 
-def _arrays(doc: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def doc_arrays(doc: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """An eval JSON's predictions as the arrays of :func:`seed_mean_intervals`."""
     letters = list(doc["options"])
     index = {letter: i for i, letter in enumerate(letters)} | {"none": -1}
@@ -248,7 +248,7 @@ def render_markdown(rows: list[tuple[str, str, dict]]) -> str:
             cells = [variant, mode or "-", "BioMedGPT-LM-7B" if is_paper else row_llm(tasks),
                      "-" if is_paper else row_ecgs({task: values}, (task,))]  # fmt: skip
             intervals, sd = values.get("intervals") or {}, values.get("sd") or {}
-            cells += [_fmt_interval(values.get(m), intervals.get(m), is_paper, sd.get(m)) for m, _, _ in METRICS]
+            cells += [fmt_interval(values.get(m), intervals.get(m), is_paper, sd.get(m)) for m, _, _ in METRICS]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -281,15 +281,19 @@ def render_csv(rows: list[tuple[str, str, dict]]) -> str:
     return buf.getvalue()
 
 
+def _stem(path: str | os.PathLike) -> Path:
+    """``path`` without a .md or .csv suffix (the tables' ``--out`` names the pair either way)."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".md", ".csv") else path
+
+
 def write_tables(eval_dir: str | os.PathLike, out: str | os.PathLike, config: Mapping[str, Any] | None = None,
                  ablation: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """Write ``{out}.md`` (the tables and their protocol block), ``{out}.csv`` and ``{out}.protocol.json``
     (the protocol's facts, ``config`` included: the run's validated config) atomically from ``eval_dir``,
     and with ``ablation`` the ablation table ``{ablation}.md`` (with the same protocol block) and
     ``{ablation}.csv`` (:mod:`ecglm.eval.ablation`; it needs ``config``); return the paths of the first two."""
-    out = Path(out)
-    if out.suffix in (".md", ".csv"):
-        out = out.with_suffix("")
+    out = _stem(out)
     docs = read_docs(eval_dir)
     rows = table_rows({**collect(docs), **seed_summaries(docs)})
     md, csv_path = out.with_name(out.name + ".md"), out.with_name(out.name + ".csv")
@@ -301,7 +305,7 @@ def write_tables(eval_dir: str | os.PathLike, out: str | os.PathLike, config: Ma
     if ablation is not None:
         from ecglm.eval.ablation import ablation_tables
 
-        ablation = Path(ablation).with_suffix("") if Path(ablation).suffix in (".md", ".csv") else Path(ablation)
+        ablation = _stem(ablation)
         ab_md, ab_csv = ablation_tables(docs, config)
         protocol = render_protocol(facts, os.path.relpath(facts_path, ablation.parent))
         write_text_atomic(ablation.with_name(ablation.name + ".md"), ab_md + "\n" + protocol)
