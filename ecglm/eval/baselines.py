@@ -194,8 +194,11 @@ def probe_scores(kind: str, encoder_dir: str | os.PathLike, signals: str | os.Pa
     if len(np.unique(labels)) == 1:
         scores[:, labels[0]] = 0.0
     else:
-        probe = LogisticRegression(max_iter=5000).fit((f_train - mean) / std, labels)
-        scores[:, probe.classes_] = probe.predict_log_proba((f_test - mean) / std)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):  # the BLAS thread count would change the probe's last bits
+            probe = LogisticRegression(max_iter=5000).fit((f_train - mean) / std, labels)
+            scores[:, probe.classes_] = probe.predict_log_proba((f_test - mean) / std)
     identity = {"encoder": {"path": str(encoder_dir), "random_init": kind == "random-probe", "base_width": cfg.base_width,
                             "dilation": cfg.dilation, "weights_sha256": None if kind == "random-probe"
                             else sha256_file(encoder_dir / MODEL_FILE)},

@@ -172,7 +172,15 @@ def read_pairs(records: Path, reports: Path, signals: Path, cfg: METSConfig) -> 
 
 def tfidf_embeddings(train_reports: list[str], others: list[list[str]], cfg: METSConfig) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any]]:
     """TF-IDF + truncated SVD fitted on ``train_reports``: ``(train [U, d], [each of others [u, d]], identity)``,
-    rows L2-normalised (float32). d = min(text_dim, vocabulary - 1)."""
+    rows L2-normalised (float32). d = min(text_dim, vocabulary - 1). BLAS runs on one thread: its thread
+    count (OPENBLAS_NUM_THREADS, which Snakemake and a cluster set differently) changes the SVD's bits."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _fit_tfidf(train_reports, others, cfg)
+
+
+def _fit_tfidf(train_reports: list[str], others: list[list[str]], cfg: METSConfig) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any]]:
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.preprocessing import normalize
