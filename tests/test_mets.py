@@ -96,7 +96,7 @@ def test_training_is_bit_identical_and_the_baseline_classifies_zero_shot(store, 
     train_mets(tiny(epochs=20), records, reports, signals, tmp_path / "b", progress=False, threads=1)
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
     assert metrics["best_epoch"] == 1 + int(np.argmin(metrics["val_loss"]))
-    assert metrics["text_encoder"]["name"] == "tfidf-lsa" and metrics["without_report"]["train"] == 2
+    assert metrics["text_encoder"]["name"] == "tfidf-rp" and metrics["without_report"]["train"] == 2
     recall = metrics["recall_at_5"]
     assert recall["n_ecgs"] == metrics["n"]["val"] and recall["low"] <= recall["value"] <= recall["high"]
     assert recall["chance"] == pytest.approx(5 / recall["n_reports"]) and recall["low"] > recall["chance"]  # learnt
@@ -105,7 +105,7 @@ def test_training_is_bit_identical_and_the_baseline_classifies_zero_shot(store, 
     doc = evaluate_baseline("mets", records, "diagnostic", signals=signals, encoder=tmp_path / "a",
                             out=tmp_path / "mets.json", progress=False)  # fmt: skip
     assert json.loads((tmp_path / "mets.json").read_text())["accuracy"] == doc["accuracy"]
-    assert doc["model"]["text_encoder"]["name"] == "tfidf-lsa" and "cosine" in doc["scoring"]
+    assert doc["model"]["text_encoder"]["name"] == "tfidf-rp" and "cosine" in doc["scoring"]
     # the classes are separable sines and the reports name them: zero-shot must beat chance (0.2)
     assert doc["balanced_accuracy"] > 0.3, doc["balanced_accuracy"]
     with pytest.raises(StageError, match="text encoder 'tfidf'; --kind llm-mets needs 'llm'"):
@@ -126,3 +126,31 @@ def test_the_llm_text_encoder_embeds_the_reports_with_the_given_llm(store, tmp_p
     assert metrics["text_encoder"]["dim"] == 32  # the tiny LLM's hidden size
     doc = evaluate_baseline("llm-mets", records, "rhythm", signals=signals, encoder=tmp_path / "m", progress=False)
     assert doc["model"]["text_encoder"]["llm"] == str(llm) and str(llm) in doc["scoring"]
+
+
+TFIDF_BITS = """
+import hashlib, sys
+from ecglm.train.mets import METSConfig, tfidf_embeddings
+words = ["sinus", "rhythm", "normal", "ecg", "left", "axis", "deviation", "atrial", "fibrillation", "st", "elevation"]
+reports = [" ".join(words[(i * k) % len(words)] for k in range(1, 2 + i % 7)) + f" {i % 13}" for i in range(300)]
+train, (other,), identity = tfidf_embeddings(reports, [["normal ecg", "atrial fibrillation"]], METSConfig.from_dict({}))
+print(hashlib.sha256(train.tobytes() + other.tobytes()).hexdigest(), identity["cosine_distortion"])
+"""
+
+
+def test_tfidf_text_embeddings_are_the_same_bits_whatever_blas_starts_with():
+    """The METS row's text encoder under another start-up BLAS thread count (as a SLURM job step sets it):
+    the same bits (ARPACK's SVD, its first version, gave other bits under OPENBLAS_NUM_THREADS 1 and 2)."""
+    import os
+    import subprocess
+    import sys
+
+    def run(env_threads: str) -> str:
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": env_threads, "OMP_NUM_THREADS": env_threads,
+               "MKL_NUM_THREADS": env_threads}  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", TFIDF_BITS], env=env, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    one = run("1")
+    assert one == run("2")
+    assert 0 < float(one.split()[1]) < 0.1  # a 256-d projection keeps the TF-IDF cosines within ~1/16

@@ -62,8 +62,8 @@ def test_the_mets_sanity_check_is_read_from_the_run_and_rendered(tmp_path):
     metrics = tmp_path / "mets-tfidf" / "metrics.json"
     metrics.parent.mkdir()
     recall = {"k": 5, "value": 0.339, "low": 0.286, "high": 0.392, "chance": 0.0189, "n_ecgs": 310, "n_reports": 264}
-    metrics.write_text(json.dumps({"recall_at_5": recall, "text_encoder": {"name": "tfidf-lsa", "dim": 256}}))
+    metrics.write_text(json.dumps({"recall_at_5": recall, "text_encoder": {"name": "tfidf-rp", "dim": 256}}))
     check = figures.mets_recall(metrics)
-    assert check["text_encoder"] == "tfidf-lsa" and check["value"] == 0.339
+    assert check["text_encoder"] == "tfidf-rp" and check["value"] == 0.339
     text = figures.render({**SNAP, "mets_recall": {"mets-tfidf": check}})
-    assert "- mets-tfidf (text encoder tfidf-lsa): 0.339 [0.286, 0.392], chance 0.019 (310 ECGs, 264 reports)" in text
+    assert "- mets-tfidf (text encoder tfidf-rp): 0.339 [0.286, 0.392], chance 0.019 (310 ECGs, 264 reports)" in text

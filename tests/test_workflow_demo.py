@@ -78,7 +78,7 @@ def test_the_result_table_has_every_variant_with_finite_numbers(demo_run):
     rows = pl.read_csv(tables / "classification.csv")
     markdown = (tables / "classification.md").read_text()
     for variant in ("full", "ecg-only", "text-only", "shuffled", "majority", "supervised", "smollm2", "smollm2-shuffled",
-                    "no-pretrain", "no-expansion", "simclr", "random-probe"):  # fmt: skip
+                    "no-pretrain", "no-expansion", "simclr", "random-probe", "mets", "llm-mets"):  # fmt: skip
         assert f"| {variant} |" in markdown
     assert "paper (real PTB-XL, BioMedGPT-LM-7B)" in markdown
     measured = rows.filter(~pl.col("variant").str.starts_with("paper"))

@@ -291,7 +291,7 @@ def evaluate_baseline(
         _check_signals(records, signals)
         scores, identity = mets_scores(kind, encoder, signals, eval_set, batch_size=batch_size, device=device)
         y_pred, probs = predictions_from_scores(scores)
-        named = f"the LLM {identity['llm_label']}" if kind == "llm-mets" else "a TF-IDF + SVD text encoder"
+        named = f"the LLM {identity['llm_label']}" if kind == "llm-mets" else "a TF-IDF + random projection text encoder"
         scoring = (f"zero-shot: argmax of the cosine similarity between the METS ECG embedding and each class "
                    f"description embedded by {named} (probabilities: softmax over similarity / temperature)")  # fmt: skip
     else:

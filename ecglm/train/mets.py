@@ -9,8 +9,8 @@ two linear projections map the ECG embedding and the text embedding into one spa
 The text encoder (``text_encoder``), the only difference between the two rows:
 
 - ``tfidf`` (the "METS" row): the paper's METS used ClinicalBERT, which cannot be fetched offline; ours is
-  a TF-IDF of word 1-2-grams (sublinear term frequency) reduced by a truncated SVD (latent semantic
-  analysis) to ``text_dim`` dimensions, fitted on the run's training reports (scikit-learn). A bag of
+  a TF-IDF of word 1-2-grams (sublinear term frequency) fitted on the run's training reports
+  (scikit-learn), then a seeded Gaussian random projection to ``text_dim`` dimensions. A bag of
   words knows no medicine: what it knows comes from the reports themselves.
 - ``llm`` (the "LLM + METS" row): the run's LLM (``llm``, the rules pass the LLM of
   ``evaluate.mets_variant``), its last hidden states mean-pooled over a report's tokens. A pretrained
@@ -82,10 +82,10 @@ class METSConfig(StageConfig):
     temperature: float = setting(0.1, "The CLIP loss's temperature (fixed), also the zero-shot logits' scale.", gt=0,
                                  allow_inf_nan=False)  # fmt: skip
     projection_dim: int = setting(128, "Size of the shared ECG-text space (both linear projections' output).", ge=1)
-    text_encoder: str = setting("tfidf", """tfidf: TF-IDF of word 1-2-grams + truncated SVD fitted on the training
-        reports (the METS row; stands in for ClinicalBERT). llm: the LLM given by the rules, mean-pooled last hidden
-        states (the LLM + METS row).""", by_rule=True, pattern="^(tfidf|llm)$")
-    text_dim: int = setting(256, "tfidf: the SVD's dimensions (at most the vocabulary size - 1).", ge=2)
+    text_encoder: str = setting("tfidf", """tfidf: TF-IDF of word 1-2-grams fitted on the training reports, then a
+        seeded random projection (the METS row; stands in for ClinicalBERT). llm: the LLM given by the rules,
+        mean-pooled last hidden states (the LLM + METS row).""", by_rule=True, pattern="^(tfidf|llm)$")
+    text_dim: int = setting(256, "tfidf: the random projection's dimensions.", ge=2)
     llm: str | None = setting(None, "text_encoder llm: the LLM folder or Hub id (the rules pass the variant's).",
                               by_rule=True)  # fmt: skip
     text_batch_size: int = setting(32, "text_encoder llm: reports per forward pass of the LLM.", ge=1)
@@ -171,39 +171,46 @@ def read_pairs(records: Path, reports: Path, signals: Path, cfg: METSConfig) -> 
 
 
 def tfidf_embeddings(train_reports: list[str], others: list[list[str]], cfg: METSConfig) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any]]:
-    """TF-IDF + truncated SVD fitted on ``train_reports``: ``(train [U, d], [each of others [u, d]], identity)``,
-    rows L2-normalised (float32). d = min(text_dim, vocabulary - 1). BLAS runs on one thread: its thread
-    count (OPENBLAS_NUM_THREADS, which Snakemake and a cluster set differently) changes the SVD's bits."""
-    from threadpoolctl import threadpool_limits
+    """TF-IDF fitted on ``train_reports``, then a seeded Gaussian random projection to ``text_dim``:
+    ``(train [U, d], [each of others [u, d]], identity)``, rows L2-normalised (float32).
 
-    with threadpool_limits(limits=1):
-        return _fit_tfidf(train_reports, others, cfg)
-
-
-def _fit_tfidf(train_reports: list[str], others: list[list[str]], cfg: METSConfig) -> tuple[np.ndarray, list[np.ndarray], dict[str, Any]]:
-    from sklearn.decomposition import TruncatedSVD
+    A random projection, not an SVD: a sparse matrix times a dense one is scipy's own loop, with no BLAS
+    and a fixed summation order, so the embeddings are the same bits in every process and on every CPU.
+    ARPACK's truncated SVD (the first version) varied with OpenBLAS's start-up thread count, which
+    Snakemake and a SLURM job step set differently, and its trailing directions are arbitrary when a run
+    has few distinct reports. A Gaussian projection keeps cosines within about 1/sqrt(d) (Johnson and
+    Lindenstrauss); the identity reports the mean distortion measured on the training reports."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.preprocessing import normalize
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w/-]*\b")
-    x = vectorizer.fit_transform(train_reports)  # [U, V] sparse
+    x = vectorizer.fit_transform(train_reports)  # [U, V] sparse, rows L2-normalised
     vocabulary = x.shape[1]
     if vocabulary < 3:
         raise StageError(f"METS tfidf: the training reports hold {vocabulary} distinct terms; too few for a text encoder")
-    dim = min(cfg.text_dim, vocabulary - 1, x.shape[0] - 1)  # arpack: fewer components than either side
-    if dim < 1:
-        raise StageError(f"METS tfidf: {x.shape[0]} distinct training report(s); at least 2 are needed")
-    svd = TruncatedSVD(n_components=dim, algorithm="arpack", random_state=cfg.seed).fit(x)
+    rng = np.random.default_rng(cfg.seed)
+    projection = rng.standard_normal((vocabulary, cfg.text_dim)) / np.sqrt(cfg.text_dim)  # [V, d]
 
     def embed(texts: list[str]) -> np.ndarray:
-        z = svd.transform(vectorizer.transform(texts))  # [n, d]
-        z = z * np.sign(svd.components_.sum(axis=1))[None, :]  # arpack's sign per component is arbitrary: fix it
-        return normalize(z).astype(np.float32)
+        z = np.asarray(vectorizer.transform(texts) @ projection)  # [n, d]: scipy's sparse loop, no BLAS
+        norms = np.sqrt((z * z).sum(axis=1, keepdims=True))  # [n, 1]
+        return (z / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    identity = {"name": "tfidf-lsa", "vocabulary": int(vocabulary), "dim": int(dim),
-                "explained_variance": float(svd.explained_variance_ratio_.sum()),
-                "about": "TF-IDF of word 1-2-grams (sublinear tf) + truncated SVD, fitted on the training reports"}  # fmt: skip
-    return embed(train_reports), [embed(t) for t in others], identity
+    train = embed(train_reports)
+    identity = {"name": "tfidf-rp", "vocabulary": int(vocabulary), "dim": int(cfg.text_dim),
+                "cosine_distortion": _cosine_distortion(x, train),
+                "about": "TF-IDF of word 1-2-grams (sublinear tf), fitted on the training reports, "
+                         "then a seeded Gaussian random projection"}  # fmt: skip
+    return train, [embed(t) for t in others], identity
+
+
+def _cosine_distortion(x: Any, z: np.ndarray, n: int = 200) -> float:
+    """Mean |cosine(TF-IDF) - cosine(projected)| over the pairs of the first ``n`` training reports, computed
+    elementwise (no BLAS: the figure is the same bits wherever it runs)."""
+    head = x[:n]  # [n, V] sparse, rows L2-normalised
+    before = np.asarray((head @ head.T).todense())  # [n, n]: scipy's sparse product
+    after = (z[:n, None, :].astype(np.float64) * z[None, :n, :]).sum(-1)  # [n, n]
+    upper = np.triu_indices(len(before), k=1)
+    return round(float(np.abs(before - after)[upper].mean()), 4) if upper[0].size else 0.0
 
 
 def llm_embeddings(train_reports: list[str], others: list[list[str]], cfg: METSConfig, device: Any,
