@@ -62,6 +62,7 @@ RESOURCES = config["resources"]
 # reduction splits its work by the number of threads, so the same config would give other bits under
 # --cores 1 (the ci encoder's weights: one SHA-256 with 1 thread, another with 2, on one machine).
 ALIGN_THREADS = RESOURCES["align_threads"] or RESOURCES["threads"]
+BASELINE_THREADS = RESOURCES["baseline_threads"] or RESOURCES["threads"]
 # The software environment of every rule (snakemake --software-deployment-method conda).
 ENV = "../environment.yml"
 
@@ -360,15 +361,27 @@ def zero_shot_args(wildcards, input):
 METS_TEXT = {"mets": "tfidf", "llm-mets": "llm"}
 
 
-def after_demo_llm(wildcards):
-    """In a run that builds the demo LLM, the alignment of a variant on another LLM waits for that build:
-    the build (2 threads) heads the longest path, and Snakemake's greedy scheduler would start a 1-thread
-    alignment on the first free core, leaving the build to wait ~7 minutes for both (measured: a default
-    run of 41 instead of 29 minutes). An ordering, not an input: the alignment never reads the demo LLM."""
+def demo_llm_built(wildcards=None):
+    """In a run that builds the demo LLM, its config file; else nothing. An ordering input for the jobs
+    that must not start before that build: the build (2 threads) heads the longest path, and Snakemake's
+    greedy scheduler would start a 1-thread job on the first free core, and the next on the next, leaving
+    the build to wait for both cores (measured: a default run of 41 instead of 29 minutes, the build
+    started 10 minutes late behind SmolLM2's alignment). Such a job never reads the demo LLM."""
     demo = [name for name in USED_LLMS if LLMS[name]["source"] == "demo"]
-    if not demo or VARIANT_LLMS[wildcards.variant] in demo:
+    return [LLM_INPUTS[demo[0]]] if demo else []
+
+
+def baseline_after(wildcards):
+    """A baseline's training on fewer threads than the build (resources.baseline_threads) waits for it."""
+    return demo_llm_built() if BASELINE_THREADS < RESOURCES["threads"] else []
+
+
+def after_demo_llm(wildcards):
+    """The alignment of a variant on another LLM waits for the demo LLM's build (:func:`demo_llm_built`)."""
+    demo = [name for name in USED_LLMS if LLMS[name]["source"] == "demo"]
+    if VARIANT_LLMS[wildcards.variant] in demo:
         return []
-    return [LLM_INPUTS[demo[0]]]
+    return demo_llm_built()
 
 
 def mets_inputs(wildcards):
@@ -376,6 +389,7 @@ def mets_inputs(wildcards):
               "signals": f"{RESULTS}/data/signals_{FS}.npy"}
     if wildcards.text == "llm":
         inputs["llm"] = LLM_INPUTS[METS_LLM]
+    inputs["after"] = baseline_after(wildcards)
     return inputs
 
 

@@ -40,13 +40,14 @@ rule train_supervised_encoder:
     input:
         records=f"{RESULTS}/data/records.parquet",
         signals=f"{RESULTS}/data/signals_{FS}.npy",
+        after=baseline_after,  # an order, not an input (common.smk): the 2-thread LLM build first
     output:
         model=f"{RESULTS}/encoder/supervised-{{task}}/model.safetensors",
         config=f"{RESULTS}/encoder/supervised-{{task}}/config.yaml",
         metrics=f"{RESULTS}/encoder/supervised-{{task}}/metrics.json",
     params:
         out=lambda wildcards, output: os.path.dirname(output.model),
-        threads=RESOURCES["threads"],  # torch's threads: the configured number, whatever --cores (common.smk)
+        threads=BASELINE_THREADS,  # torch's threads: the configured number, whatever --cores (common.smk)
         sets=lambda wildcards: set_args(
             {
                 **config["encoder"],
@@ -59,7 +60,7 @@ rule train_supervised_encoder:
         f"{LOGS}/train_supervised_encoder/{{task}}.log",
     benchmark:
         f"{BENCHMARKS}/train_supervised_encoder/{{task}}.tsv"
-    threads: RESOURCES["threads"]
+    threads: BASELINE_THREADS
     conda:
         ENV
     resources:
@@ -77,19 +78,20 @@ rule train_simclr:
     input:
         records=f"{RESULTS}/data/records.parquet",
         signals=f"{RESULTS}/data/signals_{FS}.npy",
+        after=baseline_after,  # an order, not an input (common.smk): the 2-thread LLM build first
     output:
         model=f"{RESULTS}/encoder/simclr/model.safetensors",
         config=f"{RESULTS}/encoder/simclr/config.yaml",
         metrics=f"{RESULTS}/encoder/simclr/metrics.json",
     params:
         out=lambda wildcards, output: os.path.dirname(output.model),
-        threads=RESOURCES["threads"],  # torch's threads: the configured number, whatever --cores (common.smk)
+        threads=BASELINE_THREADS,  # torch's threads: the configured number, whatever --cores (common.smk)
         sets=set_args({**config["simclr"], "seed": config["seed"]}),
     log:
         f"{LOGS}/train_simclr.log",
     benchmark:
         f"{BENCHMARKS}/train_simclr.tsv"
-    threads: RESOURCES["threads"]
+    threads: BASELINE_THREADS
     conda:
         ENV
     resources:
@@ -113,13 +115,13 @@ rule train_mets:
         metrics=f"{RESULTS}/encoder/mets-{{text}}/metrics.json",
     params:
         out=lambda wildcards, output: os.path.dirname(output.model),
-        threads=RESOURCES["threads"],  # torch's threads: the configured number, whatever --cores (common.smk)
+        threads=BASELINE_THREADS,  # torch's threads: the configured number, whatever --cores (common.smk)
         sets=mets_sets,
     log:
         f"{LOGS}/train_mets/{{text}}.log",
     benchmark:
         f"{BENCHMARKS}/train_mets/{{text}}.tsv"
-    threads: RESOURCES["threads"]
+    threads: BASELINE_THREADS
     conda:
         ENV
     resources:

@@ -285,3 +285,21 @@ def test_an_alignment_on_another_llm_waits_for_the_demo_llms_build(repo_root):
 
     assert "build_demo_llm" in jobs("results/demo/align/smollm2/model.safetensors")
     assert "build_demo_llm" not in jobs("results/demo/llms/smollm2.json")  # the fetch itself waits for nothing
+
+
+def test_one_thread_baselines_wait_for_the_demo_llms_build_and_two_thread_ones_do_not(repo_root):
+    """resources.baseline_threads 1 (the default config) trains the baselines two at a time, after the 2-thread
+    demo LLM build (else they would hold a core and starve it); with the build's threads (config/ci.yaml)
+    they run whenever their data is ready. The command passes the configured threads either way."""
+    def dry(target: str, *extra: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "--cores", "2", target,
+                               *extra], cwd=repo_root, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    for target in ("results/demo/encoder/simclr/model.safetensors", "results/demo/encoder/mets-tfidf/model.safetensors",
+                   "results/demo/encoder/supervised-rhythm/model.safetensors"):  # fmt: skip
+        out = dry(target)
+        assert "build_demo_llm" in out and "--threads 1 " in out.split("rule train_")[-1], target
+    ci = dry("results/ci/encoder/simclr/model.safetensors", "--configfile", "config/ci.yaml")
+    assert "build_demo_llm" not in ci and "--threads 2 " in ci
