@@ -28,7 +28,7 @@ from ecglm.core.leads import LEADS, N_LEADS
 from ecglm.models.tokenize_pairs import IGNORE_INDEX
 from ecglm.text.expand import Expansion, ShardWriter, sample_rows
 from ecglm.train.align import AlignConfig, align
-from ecglm.train.loop import epoch_order, lr_factor, micro_batches, step_indices
+from ecglm.train.loop import BestEpoch, epoch_order, lr_factor, micro_batches, step_indices
 from ecglm.train.pairs_data import PairsDataset, collate_pairs
 
 T = 64  # samples per lead
@@ -135,8 +135,22 @@ def test_pairs_dataset_names_bad_input(world, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- pure parts
+def test_best_epoch_keeps_the_lowest_score_and_copies_only_the_winners():
+    best, copied = BestEpoch(), []
+
+    def state(epoch):
+        copied.append(epoch)
+        return {"epoch": epoch}
+
+    for epoch, score in enumerate([3.0, 2.0, 2.0, 2.5, 1.0, 1.5], start=1):
+        best.update(score, epoch, lambda e=epoch: state(e))
+    assert (best.epoch, best.score, best.state) == (5, 1.0, {"epoch": 5}) and copied == [1, 2, 5]  # a tie keeps epoch 2
+
+
 def test_schedule_and_data_order():
     assert lr_factor(0, 10, 2) == 0.5 and lr_factor(1, 10, 2) == 1.0
+    # no warm-up: the cosine from 1 to 0 that the encoder, SimCLR and METS stages use, 0 after the last step
+    assert lr_factor(0, 8, 0) == 1.0 and lr_factor(4, 8, 0) == pytest.approx(0.5) and lr_factor(9, 8, 0) == 0.0
     assert lr_factor(10, 10, 2) == pytest.approx(0.0) and 0 < lr_factor(6, 10, 2) < 1
     a, b = epoch_order(10, 1, 0), epoch_order(10, 1, 1)
     assert sorted(a) == list(range(10)) and not np.array_equal(a, b)

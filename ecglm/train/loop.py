@@ -86,6 +86,21 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class BestEpoch:
+    """The state of the epoch with the lowest score so far (a tie keeps the earlier epoch), for the stages
+    that keep their best epoch by a validation loss (SimCLR, METS)."""
+
+    def __init__(self) -> None:
+        self.score: float | None = None
+        self.epoch = 0
+        self.state: dict[str, Any] | None = None
+
+    def update(self, score: float, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
+        """Keep ``state()`` (called only then) when ``score`` is lower than every earlier epoch's."""
+        if self.score is None or score < self.score:
+            self.score, self.epoch, self.state = score, epoch, state()
+
+
 def epoch_order(n: int, seed: int, epoch: int, weights: np.ndarray | None = None) -> np.ndarray:
     """The training order of epoch ``epoch``, a pure function of (seed, epoch, weights): a permutation of
     ``range(n)``, or with ``weights`` [n] (draw probabilities, :mod:`ecglm.train.sample_balance`) ``n`` draws

@@ -53,6 +53,7 @@ from ecglm.core.leads import LEADS
 from ecglm.core.stage_config import DETERMINISTIC_DOC, DEVICE_PATTERN, StageConfig, setting
 from ecglm.data.ecg_data import check_store, read_records
 from ecglm.text.prompts import TASK_NAMES, clean_phrase, task_classes
+from ecglm.train.loop import BestEpoch, lr_factor
 from ecglm.train.runtime import resolve_device, torch_threads
 
 log = logging.getLogger(__name__)
@@ -246,10 +247,11 @@ def llm_embeddings(train_reports: list[str], others: list[list[str]], cfg: METSC
     return train, rest, identity
 
 
-def text_embeddings(pairs: dict[str, Pairs], cfg: METSConfig, device: Any, progress: bool
-                    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
-    """``(train reports [U, d], val reports [u, d], {task: class descriptions [5, d]}, identity)``."""
-    classes = [text for per_task in class_descriptions().values() for text in per_task.values()]
+def text_embeddings(pairs: dict[str, Pairs], descriptions: dict[str, dict[str, str]], cfg: METSConfig, device: Any,
+                    progress: bool) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
+    """``(train reports [U, d], val reports [u, d], {task: class descriptions [5, d]}, identity)``; ``descriptions``
+    as :func:`class_descriptions` gives them."""
+    classes = [text for per_task in descriptions.values() for text in per_task.values()]
     others = [pairs["val"].reports, classes]
     if cfg.text_encoder == "tfidf":
         train, (val, desc), identity = tfidf_embeddings(pairs["train"].reports, others, cfg)
@@ -367,20 +369,21 @@ def train_mets(cfg: METSConfig, records: str | os.PathLike, reports: str | os.Pa
     device = resolve_device(cfg.device)
     deterministic = deterministic_torch(cuda=device.type == "cuda") if cfg.deterministic else contextlib.nullcontext()
     with torch_threads(threads), deterministic:
-        train_text, val_text, class_text, text_identity = text_embeddings(pairs, cfg, device, progress)
+        descriptions = class_descriptions()
+        train_text, val_text, class_text, text_identity = text_embeddings(pairs, descriptions, cfg, device, progress)
         train_text, val_text = torch.from_numpy(train_text), torch.from_numpy(val_text)  # [U, d], [u, d]
         seed_everything(cfg.seed)
         model = build_model(cfg, train_text.shape[1]).to(device)
         params = [p for name, p in model.named_parameters() if not name.startswith("encoder.head.")]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = cfg.epochs * max(1, math.ceil(len(pairs["train"].rows) / cfg.batch_size))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / steps)))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warmup_steps=0))  # cosine to 0
         log.info("METS (%s text encoder, %d dims): ResNet1d18 (base width %d, %d parameters), %d training ECGs "
                  "(%d distinct reports), %d validation ECGs, device %s", cfg.text_encoder, train_text.shape[1],
                  cfg.base_width, count_parameters(model["encoder"]), len(pairs["train"].rows),
                  len(pairs["train"].reports), len(pairs["val"].rows), device)  # fmt: skip
         order_rng = numpy_rng(cfg.seed, "shuffle")
-        train_loss, val_loss, best, best_epoch = [], [], None, 0
+        train_loss, val_loss, best = [], [], BestEpoch()
         for epoch in tqdm(range(1, cfg.epochs + 1), desc="mets", unit="epoch", disable=not progress, file=sys.stderr):
             model.train()
             train_loss.append(epoch_loss(model, store, pairs["train"], order_rng.permutation(len(pairs["train"].rows)),
@@ -390,12 +393,10 @@ def train_mets(cfg: METSConfig, records: str | os.PathLike, reports: str | os.Pa
             val_loss.append(epoch_loss(model, store, pairs["val"], np.arange(n_val), val_text, cfg, device)
                             if n_val >= 2 else None)  # fmt: skip
             score = val_loss[-1] if val_loss[-1] is not None else -epoch  # no validation: keep the last epoch
-            if best is None or score < best[0]:
-                best = (score, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-                best_epoch = epoch
+            best.update(score, epoch, lambda: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             log.info("epoch %d/%d: train loss %.4f, val loss %s", epoch, cfg.epochs, train_loss[-1],
                      "n/a" if val_loss[-1] is None else f"{val_loss[-1]:.4f}")  # fmt: skip
-        model.load_state_dict(best[1])
+        model.load_state_dict(best.state)
         model.eval()
         recall = recall_at_k(model, store, pairs["val"], val_text, cfg, device)
         with torch.no_grad():
@@ -404,15 +405,15 @@ def train_mets(cfg: METSConfig, records: str | os.PathLike, reports: str | os.Pa
     log.info("validation ECG-to-report recall@%d: %s (chance %s, %d ECGs, %d distinct reports)", RECALL_K,
              _fmt(recall["value"], recall["low"], recall["high"]), _fmt(recall["chance"]), recall["n_ecgs"],
              recall["n_reports"])  # fmt: skip
-    metrics = {"epochs": cfg.epochs, "best_epoch": best_epoch, "train_loss": train_loss, "val_loss": val_loss,
+    metrics = {"epochs": cfg.epochs, "best_epoch": best.epoch, "train_loss": train_loss, "val_loss": val_loss,
                "recall_at_5": recall, "text_encoder": text_identity,
-               "class_descriptions": class_descriptions(),
+               "class_descriptions": descriptions,
                "n": {name: int(len(p.rows)) for name, p in pairs.items()},
                "distinct_reports": {name: len(p.reports) for name, p in pairs.items()}, "without_report": missing,
                "device": str(device), "parameters": count_parameters(model["encoder"]),
                "records": str(records), "reports": str(reports), "signals": str(signals)}  # fmt: skip
-    write_outputs(out_dir, cfg, metrics, best[1], classes)
-    log.info("wrote %s, %s, %s in %s (epoch %d kept)", MODEL_FILE, CONFIG_FILE, METRICS_FILE, out_dir, best_epoch)
+    write_outputs(out_dir, cfg, metrics, best.state, classes)
+    log.info("wrote %s, %s, %s in %s (epoch %d kept)", MODEL_FILE, CONFIG_FILE, METRICS_FILE, out_dir, best.epoch)
     return metrics
 
 

@@ -39,6 +39,7 @@ from ecglm.core.errors import StageError
 from ecglm.core.leads import LEADS, N_LEADS
 from ecglm.core.stage_config import DETERMINISTIC_DOC, DEVICE_PATTERN, StageConfig, setting
 from ecglm.data.ecg_data import check_store, read_records
+from ecglm.train.loop import BestEpoch, lr_factor
 from ecglm.train.runtime import resolve_device, torch_threads
 
 log = logging.getLogger(__name__)
@@ -208,12 +209,12 @@ def train_simclr(cfg: SimCLRConfig, records: str | os.PathLike, signals: str | o
         params = [p for name, p in model.named_parameters() if not name.startswith("head.")] + list(head.parameters())
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = cfg.epochs * max(1, math.ceil(len(rows["train"]) / cfg.batch_size))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / steps)))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warmup_steps=0))  # cosine to 0
         log.info("SimCLR: ResNet1d18 (base width %d, dilation %d, %d parameters), %d training and %d validation "
                  "ECGs, device %s", cfg.base_width, cfg.dilation, count_parameters(model), len(rows["train"]),
                  len(rows["val"]), device)  # fmt: skip
         order_rng, view_gen = numpy_rng(cfg.seed, "shuffle"), torch_generator(cfg.seed, "simclr_views")
-        train_loss, val_loss, best, best_epoch = [], [], None, 0
+        train_loss, val_loss, best = [], [], BestEpoch()
         for epoch in tqdm(range(1, cfg.epochs + 1), desc="simclr", unit="epoch", disable=not progress, file=sys.stderr):
             model.train()
             head.train()
@@ -225,17 +226,16 @@ def train_simclr(cfg: SimCLRConfig, records: str | os.PathLike, signals: str | o
             val_loss.append(epoch_loss(model, head, store, rows["val"], cfg, fixed, device) if len(rows["val"]) >= 2
                             else None)  # fmt: skip
             score = val_loss[-1] if val_loss[-1] is not None else -epoch  # no validation: keep the last epoch
-            if best is None or score < best[0]:
-                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("head.")}
-                best, best_epoch = (score, state), epoch
+            best.update(score, epoch, lambda: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                                               if not k.startswith("head.")})  # fmt: skip
             log.info("epoch %d/%d: train loss %.4f, val loss %s", epoch, cfg.epochs, train_loss[-1],
                      "n/a" if val_loss[-1] is None else f"{val_loss[-1]:.4f}")  # fmt: skip
-    metrics = {"epochs": cfg.epochs, "best_epoch": best_epoch, "train_loss": train_loss, "val_loss": val_loss,
+    metrics = {"epochs": cfg.epochs, "best_epoch": best.epoch, "train_loss": train_loss, "val_loss": val_loss,
                "n": {name: int(len(r)) for name, r in rows.items()}, "device": str(device),
                "parameters": count_parameters(model) - sum(p.numel() for p in model.head.parameters()),
                "records": str(records), "signals": str(signals)}  # fmt: skip
-    write_outputs(out_dir, cfg, metrics, best[1])
-    log.info("wrote %s, %s, %s in %s (epoch %d kept)", MODEL_FILE, CONFIG_FILE, METRICS_FILE, out_dir, best_epoch)
+    write_outputs(out_dir, cfg, metrics, best.state)
+    log.info("wrote %s, %s, %s in %s (epoch %d kept)", MODEL_FILE, CONFIG_FILE, METRICS_FILE, out_dir, best.epoch)
     return metrics
 
 

@@ -42,6 +42,7 @@ from ecglm.core.leads import LEADS, N_LEADS
 from ecglm.core.stage_config import DETERMINISTIC_DOC, DEVICE_PATTERN, StageConfig, setting
 from ecglm.data.ecg_data import check_store, multi_hot, read_records
 from ecglm.data.labels import SUPERCLASSES
+from ecglm.train.loop import lr_factor
 from ecglm.train.runtime import autocast, resolve_device, torch_threads
 
 log = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ def setup(cfg: EncoderConfig, data: SplitData, signals: Path, device: Any) -> En
     }
     steps_total = cfg.epochs * len(train_loader)
     if cfg.lr_schedule == "cosine":
-        schedule = lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps_total) / steps_total))  # noqa: E731
+        schedule = lambda step: lr_factor(step, steps_total, warmup_steps=0)  # noqa: E731  (cosine to 0)
     else:
         schedule = lambda step: 1.0  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
