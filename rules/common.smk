@@ -361,27 +361,19 @@ def zero_shot_args(wildcards, input):
 METS_TEXT = {"mets": "tfidf", "llm-mets": "llm"}
 
 
-def demo_llm_built(wildcards=None):
-    """In a run that builds the demo LLM, its config file; else nothing. An ordering input for the jobs
-    that must not start before that build: the build (2 threads) heads the longest path, and Snakemake's
-    greedy scheduler would start a 1-thread job on the first free core, and the next on the next, leaving
-    the build to wait for both cores (measured: a default run of 41 instead of 29 minutes, the build
-    started 10 minutes late behind SmolLM2's alignment). Such a job never reads the demo LLM."""
-    demo = [name for name in USED_LLMS if LLMS[name]["source"] == "demo"]
-    return [LLM_INPUTS[demo[0]]] if demo else []
-
-
-def baseline_after(wildcards):
-    """A baseline's training on fewer threads than the build (resources.baseline_threads) waits for it."""
-    return demo_llm_built() if BASELINE_THREADS < RESOURCES["threads"] else []
+# In a run that builds the demo LLM, its config file; else nothing. An ordering input for the jobs that
+# must not start before that build: the build (2 threads) heads the longest path, and Snakemake's greedy
+# scheduler would start a 1-thread job on the first free core, and the next on the next, leaving the build
+# to wait for both cores (measured: a default run of 41 instead of 29 minutes, the build started 10 minutes
+# late behind SmolLM2's alignment). Such a job never reads the demo LLM.
+DEMO_LLM_BUILT = [f"{RESULTS}/llm/config.json"] if DEMO_LLM else []
+# The baselines' trainings wait for it when they run on fewer threads than the build (resources.baseline_threads).
+BASELINE_AFTER = DEMO_LLM_BUILT if BASELINE_THREADS < RESOURCES["threads"] else []
 
 
 def after_demo_llm(wildcards):
-    """The alignment of a variant on another LLM waits for the demo LLM's build (:func:`demo_llm_built`)."""
-    demo = [name for name in USED_LLMS if LLMS[name]["source"] == "demo"]
-    if VARIANT_LLMS[wildcards.variant] in demo:
-        return []
-    return demo_llm_built()
+    """The alignment of a variant on another LLM waits for the demo LLM's build (:data:`DEMO_LLM_BUILT`)."""
+    return [] if LLMS[VARIANT_LLMS[wildcards.variant]]["source"] == "demo" else DEMO_LLM_BUILT
 
 
 def mets_inputs(wildcards):
@@ -389,7 +381,7 @@ def mets_inputs(wildcards):
               "signals": f"{RESULTS}/data/signals_{FS}.npy"}
     if wildcards.text == "llm":
         inputs["llm"] = LLM_INPUTS[METS_LLM]
-    inputs["after"] = baseline_after(wildcards)
+    inputs["after"] = BASELINE_AFTER
     return inputs
 
 

@@ -40,7 +40,7 @@ rule train_supervised_encoder:
     input:
         records=f"{RESULTS}/data/records.parquet",
         signals=f"{RESULTS}/data/signals_{FS}.npy",
-        after=baseline_after,  # an order, not an input (common.smk): the 2-thread LLM build first
+        after=BASELINE_AFTER,  # an order, not an input (common.smk): the 2-thread LLM build first
     output:
         model=f"{RESULTS}/encoder/supervised-{{task}}/model.safetensors",
         config=f"{RESULTS}/encoder/supervised-{{task}}/config.yaml",
@@ -78,7 +78,7 @@ rule train_simclr:
     input:
         records=f"{RESULTS}/data/records.parquet",
         signals=f"{RESULTS}/data/signals_{FS}.npy",
-        after=baseline_after,  # an order, not an input (common.smk): the 2-thread LLM build first
+        after=BASELINE_AFTER,  # an order, not an input (common.smk): the 2-thread LLM build first
     output:
         model=f"{RESULTS}/encoder/simclr/model.safetensors",
         config=f"{RESULTS}/encoder/simclr/config.yaml",
