@@ -164,9 +164,10 @@ def test_finetune_trains_adapters_encoder_and_projector_and_leaves_the_base_llm(
     assert all(torch.equal(inner[k], v) for k, v in base.items() if k in inner)
 
 
-def test_a_killed_finetune_resumes_to_the_same_weights(store, llm_dir, aligned, tmp_path):
+@pytest.mark.parametrize("answer_tokens", [False, True], ids=["lora", "lora+answer-tokens"])
+def test_a_killed_finetune_resumes_to_the_same_weights(store, llm_dir, aligned, tmp_path, answer_tokens):
     data = qa_datasets(store["qa"] / "train.parquet", store["qa"] / "valid.parquet", store["signals"])
-    cfg = small_config(llm_dir, aligned)
+    cfg = small_config(llm_dir, aligned, train_answer_tokens=answer_tokens)
     finetune(cfg, data, tmp_path / "whole", tmp_path / "r1", progress=False, threads=1)
 
     class Killed(Exception):
@@ -180,7 +181,8 @@ def test_a_killed_finetune_resumes_to_the_same_weights(store, llm_dir, aligned, 
         finetune(cfg, data, tmp_path / "killed", tmp_path / "r2", progress=False, threads=1, on_step=kill)
     assert (tmp_path / "r2" / "latest").is_file()
     with pytest.raises(StageError, match="another configuration"):
-        finetune(small_config(llm_dir, aligned, lora_rank=4), data, tmp_path / "killed", tmp_path / "r2",
+        finetune(small_config(llm_dir, aligned, lora_rank=4, train_answer_tokens=answer_tokens), data,
+                 tmp_path / "killed", tmp_path / "r2",
                  progress=False, threads=1)  # fmt: skip
     metrics = finetune(cfg, data, tmp_path / "killed", tmp_path / "r2", progress=False, threads=1)
     assert metrics["resumed"]
@@ -188,6 +190,66 @@ def test_a_killed_finetune_resumes_to_the_same_weights(store, llm_dir, aligned, 
         a, b = load_file(str(tmp_path / "whole" / name)), load_file(str(tmp_path / "killed" / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
+
+
+def test_the_answer_tokens_are_every_token_an_answer_is_written_in(store, llm_dir):
+    llm, tokenizer = load_llm(llm_dir, dtype="float32")
+    data = QADataset(store["qa"] / "train.parquet", store["signals"], tokenizer, 128)
+    ids = data.answer_token_ids()
+    valid = pl.read_parquet(store["qa"] / "train.parquet")["valid_answers"].to_list()
+    for answers in ([["yes"], ["no"], ["not sure"]] + [[a] for v in valid[:50] for a in v] + [["yes", "no"]]):
+        assert set(tokenizer(qa_answer_text(answers), add_special_tokens=False)["input_ids"]) <= set(ids), answers
+    assert tokenizer.eos_token_id in ids and ids == sorted(set(ids))
+    question = tokenizer(qa_prompt("Does this ECG show sinus rhythm?"), add_special_tokens=False)["input_ids"]
+    assert not set(question) <= set(ids)  # the question's own words are not answer tokens
+
+
+@pytest.fixture(scope="module")
+def tied_llm_dir(tmp_path_factory):
+    return build_tiny_llm(tmp_path_factory.mktemp("llm-tied") / "tiny", tied=True)
+
+
+def test_trainable_answer_tokens_move_the_tied_output_rows_and_are_saved_apart(store, tied_llm_dir, tmp_path):
+    """The demo LLM ties its output head to its embeddings and has never predicted " yes": only a trained row
+    lifts it. The rows train as a delta in the adapter; the base LLM's tensors stay bit-identical."""
+    llm, tokenizer = load_llm(tied_llm_dir, dtype="float32")
+    torch.manual_seed(0)
+    aligned = ECGLM(ResNet1d18(n_classes=5, base_width=4), llm, tokenizer.convert_tokens_to_ids(ECG_TOKEN))
+    aligned_dir = aligned.save(tmp_path / "aligned")
+    data = qa_datasets(store["qa"] / "train.parquet", store["qa"] / "valid.parquet", store["signals"])
+    cfg = small_config(tied_llm_dir, aligned_dir, train_answer_tokens=True, lr=0.05, max_steps=4)
+    metrics = finetune(cfg, data, tmp_path / "out", progress=False, threads=1)
+    adapter = load_file(str(tmp_path / "out" / "adapter" / "adapter_model.safetensors"))
+    deltas = [k for k in adapter if "trainable_tokens" in k]
+    assert deltas and sum(t.numel() for t in adapter.values()) == metrics["adapter_parameters"]
+    ids = QADataset(store["qa"] / "train.parquet", store["signals"], tokenizer, 128).answer_token_ids()
+    assert sum(adapter[k].shape[0] for k in deltas if "embed_tokens" in k) == len(ids)
+    base_llm, _ = load_llm(tied_llm_dir, dtype="float32")
+    reloaded = ECGLM.load(tmp_path / "out", load_llm(tied_llm_dir, dtype="float32")[0], tokenizer=tokenizer)
+    assert reloaded.adapter["trainable_tokens"] == len(ids)
+    base = load_file(str(tied_llm_dir / "model.safetensors"))
+    inner = reloaded.llm.get_base_model().state_dict()
+    assert all(torch.equal(inner[k], v) for k, v in base.items() if k in inner)
+    # the output rows of the answer tokens moved with their input rows (tied), no other row moved
+    head = reloaded.llm.get_output_embeddings()
+    hidden = torch.randn(3, base["model.embed_tokens.weight"].shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tuned = head(hidden)  # [3, V]
+        reloaded.llm.disable_adapter_layers()
+        plain = head(hidden)
+        reloaded.llm.enable_adapter_layers()
+    assert torch.allclose(plain, hidden @ base["model.embed_tokens.weight"].T, atol=1e-5)
+    others = sorted(set(range(plain.shape[1])) - set(ids))
+    assert torch.equal(tuned[:, others], plain[:, others])
+    assert not torch.allclose(tuned[:, ids], plain[:, ids], atol=1e-3)
+
+
+def test_answer_tokens_need_a_closed_answer_vocabulary(store, llm_dir, aligned, tmp_path):
+    from ecglm.train.finetune import trainable_token_ids
+
+    cfg = small_config(llm_dir, aligned, train_answer_tokens=True)
+    with pytest.raises(StageError, match="closed answer vocabulary"):
+        trainable_token_ids(cfg, object(), "finetune-chat")
 
 
 def test_the_blind_model_trains_on_the_questions_alone(store, llm_dir, aligned, tmp_path):

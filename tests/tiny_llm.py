@@ -55,10 +55,12 @@ def build_tiny_llm(
     seed: int = 0,
     layers: int = 2,
     extra_rows: int = 0,
+    tied: bool = False,
 ) -> Path:
     """Save a tiny random ``LlamaForCausalLM`` (hidden 32, 4 heads) and its tokenizer in ``folder``; return it.
 
-    ``extra_rows`` adds spare embedding rows beyond the tokenizer (as padded real checkpoints have).
+    ``extra_rows`` adds spare embedding rows beyond the tokenizer (as padded real checkpoints have); ``tied``
+    ties the output head to the embeddings (as the demo LLM and SmolLM2 do).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -73,7 +75,7 @@ def build_tiny_llm(
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )

@@ -22,7 +22,9 @@ hidden size, ``V`` rows of the LLM's input embedding matrix, ``K`` = ``num_ecg_t
   linear layers, the only LLM tensors that train (the base weights stay frozen and bit-identical; the LLM
   stays in eval mode, so there is no adapter dropout). Saved apart from the base weights, in peft's own
   format (``adapter/adapter_config.json`` and ``adapter/adapter_model.safetensors``), never the whole LLM;
-  :meth:`ECGLM.load` puts them back on the base LLM.
+  :meth:`ECGLM.load` puts them back on the base LLM. Optionally with trainable token rows (peft's
+  ``trainable_token_indices``): a delta on the embedding rows of a few named tokens (and on the output
+  head's rows when it is tied to the embeddings), saved in the adapter as well, the base rows unchanged.
 
 Scoring for the zero-shot evaluation (no sampling, batched forward passes): :func:`sequence_logprob`
 (log-probability of the target spans of texts), :func:`continuation_logprob` (of continuations after a
@@ -311,9 +313,11 @@ class ECGLM(nn.Module):
         """The LoRA settings when the LLM carries adapters (:meth:`add_lora`), else None."""
         return getattr(self, "_adapter", None)
 
-    def add_lora(self, rank: int, alpha: float, targets: Sequence[str]) -> None:
+    def add_lora(self, rank: int, alpha: float, targets: Sequence[str], token_ids: Sequence[int] = ()) -> None:
         """Wrap the LLM in peft LoRA adapters of ``rank`` on the linear layers named ``targets`` (e.g. q_proj,
-        v_proj); only the adapters train. StageError when a target names no layer of this LLM."""
+        v_proj); only the adapters train, and the embedding rows of ``token_ids`` when given (peft's trainable
+        tokens: a delta per row, tied to the output head where the LLM ties them). StageError when a target
+        names no layer of this LLM or a token id no row of its embeddings."""
         from peft import LoraConfig, get_peft_model
 
         if self.adapter is not None:
@@ -323,13 +327,19 @@ class ECGLM(nn.Module):
         if unknown or not targets:
             raise StageError(f"lora targets {unknown or list(targets)} name no linear layer of the LLM "
                              f"({type(self.llm).__name__}: {sorted(names)})")  # fmt: skip
+        rows = int(self.llm.get_input_embeddings().weight.shape[0])
+        token_ids = sorted({int(t) for t in token_ids})
+        if token_ids and not 0 <= token_ids[0] <= token_ids[-1] < rows:
+            raise StageError(f"trainable token ids must be rows of the LLM's {rows} embeddings, got "
+                             f"{token_ids[0]}..{token_ids[-1]}")  # fmt: skip
         config = LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=sorted(targets), lora_dropout=0.0,
-                            bias="none", task_type="CAUSAL_LM")  # fmt: skip
+                            bias="none", task_type="CAUSAL_LM", trainable_token_indices=token_ids or None)  # fmt: skip
         with warnings.catch_warnings():  # peft asks transformers 5 for a deprecated property name
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             self.llm = get_peft_model(self.llm, config)
         self.llm.eval()
-        self._adapter = {"folder": ADAPTER_DIR, "rank": int(rank), "alpha": float(alpha), "targets": sorted(targets)}
+        self._adapter = {"folder": ADAPTER_DIR, "rank": int(rank), "alpha": float(alpha), "targets": sorted(targets),
+                         **({"trainable_tokens": len(token_ids)} if token_ids else {})}  # fmt: skip
 
     @property
     def projector_kind(self) -> str:

@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 #: Fields that may change between a run and its resumption (they do not change the trained weights).
 RESUME_FREE_FIELDS = ("num_workers", "checkpoint_every", "eval_every", "device", "max_val_samples")
 
-#: (tokenizer, num_ecg_tokens, cfg) -> (train dataset, validation dataset): what a fine-tuning stage trains on.
+#: (tokenizer, num_ecg_tokens, cfg) -> (train dataset, validation dataset): what a fine-tuning stage trains on;
+#: a train dataset with a closed answer vocabulary has ``answer_token_ids()`` (``train_answer_tokens``).
 DatasetFactory = Callable[[Any, int, "FinetuneConfig"], tuple[Any, Any]]
 
 
@@ -71,6 +72,11 @@ class FinetuneConfig(StageConfig):
                                       """The LLM's linear layers that get adapters, by name (Llama-style names: every
         attention and MLP projection, as QLoRA recommends; an unknown name is an error that lists the LLM's).""",
                                       unique=True, min_length=1)
+    train_answer_tokens: bool = setting(False, """Also train the embedding rows of the tokens the answers are
+        written in (ECG-QA's valid answers, the separator and the end of text; peft's trainable tokens, saved in the
+        adapter, tied to the output head where the LLM ties them; the base rows stay unchanged). For an LLM whose
+        pretraining never wrote these words: their rows are untrained, and no LoRA adapter lifts them (the demo
+        LLM writes " yes" in three bytes it has never predicted). finetune-qa only.""")
     freeze_encoder: bool = setting(False, "Keep the aligned encoder fixed (BatchNorm in eval mode).")
     encoder_lr_scale: float = setting(1.0, "The encoder's peak learning rate as a multiple of lr.", gt=0,
                                       allow_inf_nan=False)
@@ -112,15 +118,15 @@ class ChatFinetuneConfig(FinetuneConfig):
         aligned_dir are set by the rules."""
 
     max_length: int = setting(512, "Tokens per dialogue (system text, turns; longer ones are truncated).", ge=8)
+    train_answer_tokens: Literal[False] = setting(False, """finetune-qa's setting, always false here: dialogues are
+        free text, with no closed answer vocabulary whose rows could train.""")
     max_val_samples: int = setting(128, "Validation passes score a seeded subset of this many dialogues (0 = all).",
                                    ge=0)
 
 
-def build_model(cfg: FinetuneConfig, device: Any) -> tuple[Any, Any, Any]:
-    """``(model, llm, tokenizer)``: the aligned ECG-LM on its base LLM, with fresh LoRA adapters."""
-    import torch
-
-    from ecglm.core.seeding import seed_everything, stream_seed
+def load_aligned(cfg: FinetuneConfig, device: Any) -> tuple[Any, Any]:
+    """``(model, tokenizer)``: the aligned ECG-LM on its base LLM, without adapters yet."""
+    from ecglm.core.seeding import seed_everything
     from ecglm.models.llm import load_llm
     from ecglm.models.multimodal import ECGLM
 
@@ -130,8 +136,17 @@ def build_model(cfg: FinetuneConfig, device: Any) -> tuple[Any, Any, Any]:
     model = ECGLM.load(cfg.aligned_dir, llm, tokenizer=tokenizer)
     if model.adapter is not None:
         raise StageError(f"{cfg.aligned_dir}: already fine-tuned (it carries LoRA adapters); start from an alignment")
+    return model, tokenizer
+
+
+def add_adapters(model: Any, cfg: FinetuneConfig, token_ids: list[int]) -> None:
+    """Fresh LoRA adapters (and trainable rows of ``token_ids``) on the LLM; freeze what the run does not train."""
+    import torch
+
+    from ecglm.core.seeding import stream_seed
+
     torch.manual_seed(stream_seed(cfg.seed, "init"))
-    model.add_lora(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    model.add_lora(cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, token_ids)
     if cfg.gradient_checkpointing:
         model.llm.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.freeze_encoder or not cfg.ecg:  # the blind model never runs its encoder
@@ -140,7 +155,16 @@ def build_model(cfg: FinetuneConfig, device: Any) -> tuple[Any, Any, Any]:
     if not cfg.ecg:
         for p in model.projector.parameters():
             p.requires_grad_(False)
-    return model, model.llm, tokenizer
+
+
+def trainable_token_ids(cfg: FinetuneConfig, train_set: Any, name: str) -> list[int]:
+    """The token ids whose embedding rows train (``train_answer_tokens``), else none."""
+    if not cfg.train_answer_tokens:
+        return []
+    if not hasattr(train_set, "answer_token_ids"):
+        raise StageError(f"{name}: train_answer_tokens needs a closed answer vocabulary (finetune-qa); "
+                         f"{type(train_set).__name__} has none")  # fmt: skip
+    return train_set.answer_token_ids()
 
 
 def setup(cfg: FinetuneConfig, datasets: DatasetFactory, device: Any, dist_info: Any, name: str) -> Run:
@@ -148,16 +172,19 @@ def setup(cfg: FinetuneConfig, datasets: DatasetFactory, device: Any, dist_info:
     from ecglm.core.seeding import torch_generator, worker_init_fn
     from ecglm.train.pairs_data import PairsCollator
 
-    model, llm, tokenizer = build_model(cfg, device)
-    params = [p for p in model.trainable_parameters() if p.requires_grad]
-    adapters = sum(p.numel() for n, p in llm.named_parameters() if p.requires_grad)
-    if dist_info.is_main:
-        log.info("trainable parameters: %s (of which LoRA adapters %s; base LLM frozen: %s)",
-                 f"{sum(p.numel() for p in params):,}", f"{adapters:,}",
-                 f"{sum(p.numel() for p in llm.parameters()) - adapters:,}")  # fmt: skip
+    model, tokenizer = load_aligned(cfg, device)
     train_set, val_set = datasets(tokenizer, model.num_ecg_tokens, cfg)
     if len(train_set) == 0:
         raise StageError(f"{name}: no training sample")
+    token_ids = trainable_token_ids(cfg, train_set, name)
+    add_adapters(model, cfg, token_ids)
+    llm = model.llm
+    params = [p for p in model.trainable_parameters() if p.requires_grad]
+    adapters = sum(p.numel() for n, p in llm.named_parameters() if p.requires_grad)
+    if dist_info.is_main:
+        log.info("trainable parameters: %s (of which LLM adapters %s, %d trainable token rows; base LLM frozen: %s)",
+                 f"{sum(p.numel() for p in params):,}", f"{adapters:,}", len(token_ids),
+                 f"{sum(p.numel() for p in llm.parameters()) - adapters:,}")  # fmt: skip
     schedule = make_schedule(cfg, len(train_set), len(val_set), dist_info.world_size)
     optimizer, scheduler = make_optimizer(cfg, model, params, schedule)
     loader_kw: dict[str, Any] = dict(

@@ -532,12 +532,13 @@ def train_loop(run: Run, out_dir: Path, resume_dir: Path | None, progress: bool,
 
 
 def frozen_llm_copy(llm: Any) -> dict[str, Any] | None:
-    """A copy of the LLM's frozen tensors (its base weights and buffers, not trainable adapters) to check
-    they are unchanged at the end, only when the LLM is small (< 64M parameters)."""
+    """A copy of the LLM's frozen tensors (its base weights and buffers, not trainable adapters, also where a
+    trainable tensor is tied under a second name) to check they are unchanged at the end, only when the LLM is
+    small (< 64M parameters)."""
     if sum(p.numel() for p in llm.parameters()) >= 64_000_000:
         return None
-    trainable = {name for name, p in llm.named_parameters() if p.requires_grad}
-    return {k: v.detach().clone() for k, v in llm.state_dict().items() if k not in trainable}
+    trainable = {p.data_ptr() for p in llm.parameters() if p.requires_grad}
+    return {k: v.detach().clone() for k, v in llm.state_dict().items() if v.data_ptr() not in trainable}
 
 
 def check_llm_unchanged(llm: Any, before: dict[str, Any] | None) -> None:

@@ -72,6 +72,17 @@ class QADataset:
     def __len__(self) -> int:
         return len(self.questions)
 
+    def answer_token_ids(self) -> list[int]:
+        """The ids of every token an answer text can hold (each valid answer of the split's templates as
+        :func:`ecglm.text.prompts.qa_answer_text` writes it, the separator between two answers) and EOS."""
+        from ecglm.text.prompts import qa_answer_text
+
+        valid = read_questions(self.path, ("valid_answers",))["valid_answers"].to_list()
+        answers = sorted({a for options in valid for a in options})
+        texts = [qa_answer_text([a]) for a in answers] + [qa_answer_text(answers[:2])]  # the separator in place
+        ids = {i for text in texts for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]}
+        return sorted(ids | {int(self.tokenizer.eos_token_id)})
+
     def text(self, i: int) -> tuple[str, list[tuple[int, int]]]:
         """Sample ``i``'s text and its target span (the answer)."""
         from ecglm.text.prompts import qa_answer_text, qa_prompt
