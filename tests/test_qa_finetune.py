@@ -244,6 +244,39 @@ def test_trainable_answer_tokens_move_the_tied_output_rows_and_are_saved_apart(s
     assert not torch.allclose(tuned[:, ids], plain[:, ids], atol=1e-3)
 
 
+def test_merged_adapters_give_the_same_model_and_are_not_saved(store, tied_llm_dir, tmp_path):
+    """evaluate-qa merges the adapters (LoRA and the tied answer-token rows) into the LLM for speed: the
+    logits must be those of the unmerged model, and a merged model must refuse to be saved."""
+    from ecglm.eval.qa import load_finetuned, read_signals
+
+    _, tokenizer = load_llm(tied_llm_dir, dtype="float32")
+    torch.manual_seed(0)
+    aligned = ECGLM(ResNet1d18(n_classes=5, base_width=4), load_llm(tied_llm_dir, dtype="float32")[0],
+                    tokenizer.convert_tokens_to_ids(ECG_TOKEN))  # fmt: skip
+    data = qa_datasets(store["qa"] / "train.parquet", store["qa"] / "valid.parquet", store["signals"])
+    cfg = small_config(tied_llm_dir, aligned.save(tmp_path / "aligned"), train_answer_tokens=True, lr=0.05,
+                       max_steps=4)  # fmt: skip
+    finetune(cfg, data, tmp_path / "out", progress=False, threads=1)
+    plain = ECGLM.load(tmp_path / "out", load_llm(tied_llm_dir, dtype="float32")[0], tokenizer=tokenizer).eval()
+    merged, _, ecg = load_finetuned(tmp_path / "out", str(tied_llm_dir), "cpu")
+    assert ecg and merged.merged and not plain.merged
+    assert not any(p.requires_grad for p in merged.llm.parameters())
+    test = pl.read_parquet(store["qa"] / "test.parquet").head(6)
+    batch = tokenizer([qa_prompt(q) + qa_answer_text(a) for q, a in zip(test["question"].to_list(), test["answer"].to_list())],
+                      return_tensors="pt", padding=True)  # fmt: skip
+    signals = torch.as_tensor(read_signals(store["signals"], test["row"].to_numpy()))
+    with torch.no_grad():
+        want = plain(batch["input_ids"], batch["attention_mask"], signals).logits  # [B, L, V]
+        got = merged(batch["input_ids"], batch["attention_mask"], signals).logits
+        plain.llm.disable_adapter_layers()
+        base = plain(batch["input_ids"], batch["attention_mask"], signals).logits
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(base, want, atol=1e-3)  # the adapters change the model: the merge is no no-op
+    with pytest.raises(StageError, match="merged"):
+        merged.save(tmp_path / "again")
+    assert not (tmp_path / "again" / "model.safetensors").exists()
+
+
 def test_answer_tokens_need_a_closed_answer_vocabulary(store, llm_dir, aligned, tmp_path):
     from ecglm.train.finetune import trainable_token_ids
 
@@ -280,6 +313,38 @@ def finetuned(store, llm_dir, aligned, tmp_path_factory):
                          "--set", f"ecg={str(ecg).lower()}", "--set", "device=cpu", "--threads", "1",
                          "--no-progress"]) == 0  # fmt: skip
     return root
+
+
+@pytest.mark.parametrize("kind", ["ecg", "blind"])
+def test_the_cached_answer_scores_are_the_full_sequences_log_probabilities(store, llm_dir, finetuned, kind):
+    """The constrained reading runs each prompt once and continues its candidates from the KV cache: each score
+    must be the log-probability of the answer (and EOS where the whole reply is scored) in one full pass."""
+    from ecglm.eval.qa import answer_scores, load_finetuned, read_signals
+    from ecglm.models.tokenize_pairs import encode_sample
+
+    model, tokenizer, ecg = load_finetuned(finetuned / kind, str(llm_dir), "cpu")
+    test = pl.read_parquet(store["qa"] / "test.parquet")
+    test = pl.concat([test.filter(pl.col("question_type") == t).head(4) for t in sorted(set(test["question_type"]))])
+    prompts = [qa_prompt(q, ecg=ecg) for q in test["question"].to_list()]
+    valid = test["valid_answers"].to_list()
+    whole = [t != "single-query" for t in test["question_type"].to_list()]
+    signals = read_signals(store["signals"], test["row"].to_numpy()) if ecg else None
+    got = answer_scores(model, tokenizer, prompts, valid, signals, whole, batch_size=3, max_length=128)
+    assert [len(g) for g in got] == [len(v) for v in valid] and sum(len(v) for v in valid) > 12
+    for i, (prompt, answers) in enumerate(zip(prompts, valid)):
+        want = []
+        for a in answers:
+            text = prompt + qa_answer_text([a])
+            enc = encode_sample(tokenizer, text, [(len(prompt), len(text))], 128, add_eos=whole[i],
+                                num_ecg_tokens=model.num_ecg_tokens)  # fmt: skip
+            sig = None if signals is None else torch.as_tensor(signals[i : i + 1])
+            with torch.no_grad():
+                logits = model(enc["input_ids"][None], enc["attention_mask"][None], sig).logits[0]  # [L, V]
+            logp = torch.log_softmax(logits[:-1].float(), dim=-1)
+            target = enc["labels"][1:]
+            keep = target != IGNORE_INDEX
+            want.append(float(logp[keep].gather(-1, target[keep][:, None]).sum()))
+        assert np.allclose(got[i], want, atol=1e-4), (prompt, got[i], want)
 
 
 def test_evaluate_qa_scores_both_readings_with_intervals(store, llm_dir, finetuned):

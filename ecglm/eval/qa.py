@@ -36,6 +36,7 @@ import argparse
 import json
 import logging
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -143,7 +144,8 @@ def ecg_permutation(rows: np.ndarray, seed: int) -> np.ndarray:
 
 
 def load_finetuned(model_dir: Path, llm_path: str, device: str = "auto") -> tuple[Any, Any, bool]:
-    """``(model, tokenizer, ecg)``: the fine-tuned ECG-LM with its adapters, and whether it reads the ECG."""
+    """``(model, tokenizer, ecg)``: the fine-tuned ECG-LM, its adapters merged into the LLM for inference, and
+    whether it reads the ECG."""
     from ecglm.models.llm import load_llm
     from ecglm.models.multimodal import ECGLM
     from ecglm.train.finetune import FinetuneConfig
@@ -154,46 +156,125 @@ def load_finetuned(model_dir: Path, llm_path: str, device: str = "auto") -> tupl
     model = ECGLM.load(model_dir, llm, tokenizer=tokenizer)
     if model.adapter is None:
         raise StageError(f"{model_dir}: no LoRA adapters (not an `ecglm finetune-qa` output)")
+    model.merge_adapters()  # the same answers, faster: no separate adapter products in every layer
     model.eval()
     return model, tokenizer, bool(settings.ecg)
+
+
+def _answer_groups(model: Any, tokenizer: Any, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
+                   whole: Sequence[bool], max_length: int) -> dict[tuple[int, tuple[int, ...]], list[tuple[int, list[int]]]]:  # fmt: skip
+    """``{(prompt index, prompt token ids): [(candidate position, answer token ids)]}``: each text tokenized whole
+    (prompt and answer together, as the fine-tuning saw it) and split before its first answer token."""
+    from ecglm.models.tokenize_pairs import IGNORE_INDEX, encode_sample
+    from ecglm.text.prompts import qa_answer_text
+
+    groups: dict[tuple[int, tuple[int, ...]], list[tuple[int, list[int]]]] = {}
+    for i, cands in enumerate(candidates):
+        for j, a in enumerate(cands):
+            answer = qa_answer_text([a])
+            enc = encode_sample(tokenizer, prompts[i] + answer, [(len(prompts[i]), len(prompts[i]) + len(answer))],
+                                max_length, num_ecg_tokens=model.num_ecg_tokens, add_eos=whole[i])  # fmt: skip
+            ids, labels = enc["input_ids"].tolist(), enc["labels"].tolist()
+            first = next((k for k, t in enumerate(labels) if t != IGNORE_INDEX), None)
+            if not first or any(t == IGNORE_INDEX for t in labels[first:]):
+                raise StageError(f"the answer {a!r} of prompt {prompts[i]!r} is not the end of its tokens (max_length "
+                                 f"{max_length} too small?)")  # fmt: skip
+            groups.setdefault((i, tuple(ids[:first])), []).append((j, ids[first:]))
+    return groups
+
+
+def _run_prompts(model: Any, prefixes: Sequence[Sequence[int]], ecg: Any, pad_id: int) -> tuple[Any, Any, Any]:
+    """``(log-probabilities of the next token [n, V], KV cache, attention mask [n, P])`` of the prompts, left-padded
+    to one width P, each position counted from the prompt's first real token."""
+    import torch
+
+    width = max(len(prefix) for prefix in prefixes)
+    ids = torch.full((len(prefixes), width), pad_id, dtype=torch.long)  # [n, P]
+    mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+    for r, prefix in enumerate(prefixes):
+        ids[r, width - len(prefix) :] = torch.tensor(prefix)
+        mask[r, width - len(prefix) :] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # [n, P]
+    dev = model.device
+    out = model.llm(inputs_embeds=model.embed(ids, ecg_embeds=ecg), attention_mask=mask.to(dev),
+                    position_ids=positions.to(dev), use_cache=True)  # fmt: skip
+    return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.past_key_values, mask
+
+
+def _continuation_scores(model: Any, prompt: tuple[Any, Any, Any], which: Any, conts: Sequence[Sequence[int]],
+                         pad_id: int) -> Any:  # fmt: skip
+    """Log-probability ``[c]`` of each token sequence ``conts[c]`` after prompt row ``which[c]`` of ``prompt`` (what
+    :func:`_run_prompts` gave): its first token from the prompt's last position, the rest in one pass that
+    continues from the prompt's cached keys and values."""
+    import torch
+
+    from ecglm.models.tokenize_pairs import IGNORE_INDEX
+
+    first_logp, cache, mask = prompt
+    dev = model.device
+    score = first_logp[which.to(dev), torch.tensor([c[0] for c in conts]).to(dev)].cpu()  # [c]
+    more = max(len(c) for c in conts) - 1  # M: the tokens fed after the prompt
+    if more == 0:
+        return score
+    feed = torch.full((len(conts), more), pad_id, dtype=torch.long)  # [c, M] right-padded
+    target = torch.full((len(conts), more), IGNORE_INDEX, dtype=torch.long)
+    for c, cont in enumerate(conts):
+        feed[c, : len(cont) - 1] = torch.tensor(cont[:-1])
+        target[c, : len(cont) - 1] = torch.tensor(cont[1:])
+    keep = target != IGNORE_INDEX  # [c, M]
+    attention = torch.cat([mask[which], keep.long()], dim=1)  # [c, P + M]
+    positions = mask.sum(dim=1)[which][:, None] + torch.arange(more)[None, :]  # [c, M]
+    with warnings.catch_warnings():  # transformers 5.25 renames past_key_values (removed in 5.40)
+        warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+        logits = model.llm(inputs_embeds=model.embed(feed), attention_mask=attention.to(dev), use_cache=True,
+                           position_ids=positions.to(dev), past_key_values=_cache_rows(cache, which.to(dev))).logits  # fmt: skip
+    logp = torch.log_softmax(logits.float(), dim=-1)  # [c, M, V]
+    picked = logp.gather(-1, target.clamp(min=0).to(dev).unsqueeze(-1)).squeeze(-1)  # [c, M]
+    return score + (picked * keep.to(dev)).sum(dim=1).cpu()
 
 
 def answer_scores(model: Any, tokenizer: Any, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
                   signals: Any, whole: Sequence[bool], *, batch_size: int, max_length: int) -> list[np.ndarray]:  # fmt: skip
     """Log-probability of " a" after each prompt, for each candidate ``a`` of that prompt: ``[A_i]`` per prompt;
-    as the whole reply (followed by EOS) where ``whole[i]``, else as its first answer. Each ECG is projected
-    once and shared by its prompt's candidates."""
+    as the whole reply (followed by EOS) where ``whole[i]``, else as its first answer.
+
+    Each prompt, with its ECG spliced in, runs once (``batch_size`` prompts per pass); its candidates then
+    continue from the prompt's cached keys and values (``4 * batch_size`` per pass): a template with 50
+    answers costs about one prompt, not 50.
+    """
     import torch
 
-    from ecglm.models.tokenize_pairs import IGNORE_INDEX, collate, encode_sample
-    from ecglm.text.prompts import qa_answer_text
-
-    pairs = [(i, a) for i, cands in enumerate(candidates) for a in cands]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    groups = _answer_groups(model, tokenizer, prompts, candidates, whole, max_length)
+    keys = list(groups)
     out = [np.zeros(len(c)) for c in candidates]
-    position = [j for cands in candidates for j in range(len(cands))]
     with torch.no_grad():
-        ecg = None
-        if signals is not None:
-            ecg = torch.cat([model.project(torch.as_tensor(signals[s : s + batch_size]))
-                             for s in range(0, len(prompts), batch_size)])  # [N, K, H]  # fmt: skip
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            samples = []
-            for i, a in chunk:
-                answer = qa_answer_text([a])
-                samples.append(encode_sample(tokenizer, prompts[i] + answer, [(len(prompts[i]), len(prompts[i]) + len(answer))],
-                                             max_length, num_ecg_tokens=model.num_ecg_tokens, add_eos=whole[i]))  # fmt: skip
-            batch = collate(samples, tokenizer.pad_token_id)
-            embeds = model.embed(batch["input_ids"], ecg_embeds=None if ecg is None else ecg[[i for i, _ in chunk]])
-            logits = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(embeds.device),
-                               use_cache=False).logits  # [b, L, V]  # fmt: skip
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [b, L-1, V]
-            target = batch["labels"][:, 1:].to(logp.device)  # [b, L-1]
-            keep = target != IGNORE_INDEX
-            picked = (logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep).sum(dim=1)  # [b]
-            for k, (i, _) in enumerate(chunk):
-                out[i][position[start + k]] = float(picked[k])
+        for start in range(0, len(keys), batch_size):
+            chunk = keys[start : start + batch_size]
+            ecg = None if signals is None else model.project(torch.as_tensor(signals[[i for i, _ in chunk]]))  # [n, K, H]
+            prompt = _run_prompts(model, [prefix for _, prefix in chunk], ecg, pad_id)
+            rows = [(r, j, cont) for r, key in enumerate(chunk) for j, cont in groups[key]]
+            for s in range(0, len(rows), 4 * batch_size):
+                part = rows[s : s + 4 * batch_size]
+                score = _continuation_scores(model, prompt, torch.tensor([r for r, _, _ in part]),
+                                             [cont for _, _, cont in part], pad_id)  # fmt: skip
+                for c, (r, j, _) in enumerate(part):
+                    out[chunk[r][0]][j] = float(score[c])
     return out
+
+
+def _cache_rows(cache: Any, rows: Any) -> Any:
+    """A copy of the LLM's KV ``cache`` holding the batch rows ``rows`` (repeats allowed): a transformers Cache,
+    or the legacy per-layer ``(key, value)`` tuples older versions return."""
+    import copy
+
+    if isinstance(cache, tuple):
+        from transformers import DynamicCache
+
+        return DynamicCache.from_legacy_cache(tuple((k[rows], v[rows]) for k, v in cache))
+    cache = copy.deepcopy(cache)
+    cache.batch_select_indices(rows)
+    return cache
 
 
 def read_signals(signals_path: Path, rows: np.ndarray) -> np.ndarray:

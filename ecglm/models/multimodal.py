@@ -25,6 +25,7 @@ hidden size, ``V`` rows of the LLM's input embedding matrix, ``K`` = ``num_ecg_t
   :meth:`ECGLM.load` puts them back on the base LLM. Optionally with trainable token rows (peft's
   ``trainable_token_indices``): a delta on the embedding rows of a few named tokens (and on the output
   head's rows when it is tied to the embeddings), saved in the adapter as well, the base rows unchanged.
+  For inference (``ecglm evaluate-qa``) :meth:`ECGLM.merge_adapters` folds them into the in-memory LLM.
 
 Scoring for the zero-shot evaluation (no sampling, batched forward passes): :func:`sequence_logprob`
 (log-probability of the target spans of texts), :func:`continuation_logprob` (of continuations after a
@@ -341,6 +342,27 @@ class ECGLM(nn.Module):
         self._adapter = {"folder": ADAPTER_DIR, "rank": int(rank), "alpha": float(alpha), "targets": sorted(targets),
                          **({"trainable_tokens": len(token_ids)} if token_ids else {})}  # fmt: skip
 
+    def merge_adapters(self) -> None:
+        """Fold the LoRA adapters (and the trainable token rows) into this in-memory LLM, for inference: the same
+        model up to float rounding, faster (no separate adapter products in every layer). The merged model
+        cannot be saved or trained further; the base LLM on disk is untouched."""
+        if self.adapter is None:
+            raise StageError("the LLM carries no adapters to merge")
+        if self.merged:
+            return
+        with warnings.catch_warnings():  # peft asks transformers 5 for a deprecated property name
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.llm = self.llm.merge_and_unload()
+        for param in self.llm.parameters():
+            param.requires_grad_(False)
+        self.llm.eval()
+        self._merged = True
+
+    @property
+    def merged(self) -> bool:
+        """Whether :meth:`merge_adapters` folded the adapters into the LLM."""
+        return getattr(self, "_merged", False)
+
     @property
     def projector_kind(self) -> str:
         return self.projector.kind
@@ -470,6 +492,9 @@ class ECGLM(nn.Module):
         """Write ``folder/model.safetensors`` (encoder + projector only) and ``folder/config.json``, atomically."""
         from safetensors.torch import save_file
 
+        if self.merged:
+            raise StageError(f"{folder}: a model whose adapters were merged into the LLM is for inference only, "
+                             "not saved (save it before merge_adapters)")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.trainable_state_dict().items()
