@@ -224,7 +224,6 @@ def test_trainable_answer_tokens_move_the_tied_output_rows_and_are_saved_apart(s
     assert deltas and sum(t.numel() for t in adapter.values()) == metrics["adapter_parameters"]
     ids = QADataset(store["qa"] / "train.parquet", store["signals"], tokenizer, 128).answer_token_ids()
     assert sum(adapter[k].shape[0] for k in deltas if "embed_tokens" in k) == len(ids)
-    base_llm, _ = load_llm(tied_llm_dir, dtype="float32")
     reloaded = ECGLM.load(tmp_path / "out", load_llm(tied_llm_dir, dtype="float32")[0], tokenizer=tokenizer)
     assert reloaded.adapter["trainable_tokens"] == len(ids)
     base = load_file(str(tied_llm_dir / "model.safetensors"))
@@ -277,7 +276,7 @@ def test_merged_adapters_give_the_same_model_and_are_not_saved(store, tied_llm_d
     assert not (tmp_path / "again" / "model.safetensors").exists()
 
 
-def test_answer_tokens_need_a_closed_answer_vocabulary(store, llm_dir, aligned, tmp_path):
+def test_answer_tokens_need_a_closed_answer_vocabulary(llm_dir, aligned):
     from ecglm.train.finetune import trainable_token_ids
 
     cfg = small_config(llm_dir, aligned, train_answer_tokens=True)
