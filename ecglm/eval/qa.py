@@ -188,12 +188,9 @@ def _run_prompts(model: Any, prefixes: Sequence[Sequence[int]], ecg: Any, pad_id
     to one width P, each position counted from the prompt's first real token."""
     import torch
 
-    width = max(len(prefix) for prefix in prefixes)
-    ids = torch.full((len(prefixes), width), pad_id, dtype=torch.long)  # [n, P]
-    mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-    for r, prefix in enumerate(prefixes):
-        ids[r, width - len(prefix) :] = torch.tensor(prefix)
-        mask[r, width - len(prefix) :] = 1
+    from ecglm.models.multimodal import left_pad
+
+    ids, mask = left_pad(prefixes, pad_id)  # [n, P]
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # [n, P]
     dev = model.device
     out = model.llm(inputs_embeds=model.embed(ids, ecg_embeds=ecg), attention_mask=mask.to(dev),
@@ -244,7 +241,9 @@ def answer_scores(model: Any, tokenizer: Any, prompts: Sequence[str], candidates
     """
     import torch
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    from ecglm.models.multimodal import padding_id
+
+    pad_id = padding_id(tokenizer)
     groups = _answer_groups(model, tokenizer, prompts, candidates, whole, max_length)
     keys = list(groups)
     out = [np.zeros(len(c)) for c in candidates]

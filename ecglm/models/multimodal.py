@@ -853,6 +853,23 @@ def score_next_token(
     return scores
 
 
+def padding_id(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its end-of-sequence token."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def left_pad(rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids [n, L], attention_mask [n, L])`` of token id rows LEFT-padded to the longest, so that every
+    row ends at the last column (where a continuation or generation goes on)."""
+    length = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, length - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
+        attention_mask[i, length - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
 def generate_greedy(
     model: ECGLM,
     tokenizer,
@@ -874,9 +891,7 @@ def generate_greedy(
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    if pad_id is None:
-        pad_id = eos_id
+    pad_id, eos_id = padding_id(tokenizer), tokenizer.eos_token_id
     texts: list[str] = []
     with _EvalMode(model):
         for sl in _batches(len(prompts), batch_size):
@@ -884,12 +899,7 @@ def generate_greedy(
                 encode_sample(tokenizer, p, [], max_length, num_ecg_tokens=model.num_ecg_tokens)["input_ids"]
                 for p in prompts[sl]
             ]
-            length = max(len(ids) for ids in samples)
-            input_ids = torch.full((len(samples), length), pad_id, dtype=torch.long)  # [b, L] left-padded
-            attention_mask = torch.zeros((len(samples), length), dtype=torch.long)  # [b, L]
-            for i, ids in enumerate(samples):
-                input_ids[i, length - len(ids):] = ids
-                attention_mask[i, length - len(ids):] = 1
+            input_ids, attention_mask = left_pad(samples, pad_id)  # [b, L]
             sig, mask = _slice_signals(signals, lead_mask, sl)
             embeds = model.embed(input_ids, sig, mask)  # [b, L, H]
             new = model.llm.generate(
