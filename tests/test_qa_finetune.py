@@ -209,22 +209,30 @@ def tied_llm_dir(tmp_path_factory):
     return build_tiny_llm(tmp_path_factory.mktemp("llm-tied") / "tiny", tied=True)
 
 
-def test_trainable_answer_tokens_move_the_tied_output_rows_and_are_saved_apart(store, tied_llm_dir, tmp_path):
-    """The demo LLM ties its output head to its embeddings and has never predicted " yes": only a trained row
-    lifts it. The rows train as a delta in the adapter; the base LLM's tensors stay bit-identical."""
+@pytest.fixture(scope="module")
+def tied_finetuned(store, tied_llm_dir, tmp_path_factory):
+    """(output folder, metrics) of a short fine-tuning of the tied LLM with trained answer-token rows."""
+    root = tmp_path_factory.mktemp("tied-finetuned")
     llm, tokenizer = load_llm(tied_llm_dir, dtype="float32")
     torch.manual_seed(0)
     aligned = ECGLM(ResNet1d18(n_classes=5, base_width=4), llm, tokenizer.convert_tokens_to_ids(ECG_TOKEN))
-    aligned_dir = aligned.save(tmp_path / "aligned")
+    aligned_dir = aligned.save(root / "aligned")
     data = qa_datasets(store["qa"] / "train.parquet", store["qa"] / "valid.parquet", store["signals"])
     cfg = small_config(tied_llm_dir, aligned_dir, train_answer_tokens=True, lr=0.05, max_steps=4)
-    metrics = finetune(cfg, data, tmp_path / "out", progress=False, threads=1)
-    adapter = load_file(str(tmp_path / "out" / "adapter" / "adapter_model.safetensors"))
+    return root / "out", finetune(cfg, data, root / "out", progress=False, threads=1)
+
+
+def test_trainable_answer_tokens_move_the_tied_output_rows_and_are_saved_apart(store, tied_llm_dir, tied_finetuned):
+    """The demo LLM ties its output head to its embeddings and has never predicted " yes": only a trained row
+    lifts it. The rows train as a delta in the adapter; the base LLM's tensors stay bit-identical."""
+    out, metrics = tied_finetuned
+    _, tokenizer = load_llm(tied_llm_dir, dtype="float32")
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     deltas = [k for k in adapter if "trainable_tokens" in k]
     assert deltas and sum(t.numel() for t in adapter.values()) == metrics["adapter_parameters"]
     ids = QADataset(store["qa"] / "train.parquet", store["signals"], tokenizer, 128).answer_token_ids()
     assert sum(adapter[k].shape[0] for k in deltas if "embed_tokens" in k) == len(ids)
-    reloaded = ECGLM.load(tmp_path / "out", load_llm(tied_llm_dir, dtype="float32")[0], tokenizer=tokenizer)
+    reloaded = ECGLM.load(out, load_llm(tied_llm_dir, dtype="float32")[0], tokenizer=tokenizer)
     assert reloaded.adapter["trainable_tokens"] == len(ids)
     base = load_file(str(tied_llm_dir / "model.safetensors"))
     inner = reloaded.llm.get_base_model().state_dict()
@@ -243,21 +251,15 @@ def test_trainable_answer_tokens_move_the_tied_output_rows_and_are_saved_apart(s
     assert not torch.allclose(tuned[:, ids], plain[:, ids], atol=1e-3)
 
 
-def test_merged_adapters_give_the_same_model_and_are_not_saved(store, tied_llm_dir, tmp_path):
+def test_merged_adapters_give_the_same_model_and_are_not_saved(store, tied_llm_dir, tied_finetuned, tmp_path):
     """evaluate-qa merges the adapters (LoRA and the tied answer-token rows) into the LLM for speed: the
     logits must be those of the unmerged model, and a merged model must refuse to be saved."""
     from ecglm.eval.qa import load_finetuned, read_signals
 
-    _, tokenizer = load_llm(tied_llm_dir, dtype="float32")
-    torch.manual_seed(0)
-    aligned = ECGLM(ResNet1d18(n_classes=5, base_width=4), load_llm(tied_llm_dir, dtype="float32")[0],
-                    tokenizer.convert_tokens_to_ids(ECG_TOKEN))  # fmt: skip
-    data = qa_datasets(store["qa"] / "train.parquet", store["qa"] / "valid.parquet", store["signals"])
-    cfg = small_config(tied_llm_dir, aligned.save(tmp_path / "aligned"), train_answer_tokens=True, lr=0.05,
-                       max_steps=4)  # fmt: skip
-    finetune(cfg, data, tmp_path / "out", progress=False, threads=1)
-    plain = ECGLM.load(tmp_path / "out", load_llm(tied_llm_dir, dtype="float32")[0], tokenizer=tokenizer).eval()
-    merged, _, ecg = load_finetuned(tmp_path / "out", str(tied_llm_dir), "cpu")
+    out, _ = tied_finetuned
+    llm, tokenizer = load_llm(tied_llm_dir, dtype="float32")
+    plain = ECGLM.load(out, llm, tokenizer=tokenizer).eval()
+    merged, _, ecg = load_finetuned(out, str(tied_llm_dir), "cpu")
     assert ecg and merged.merged and not plain.merged
     assert not any(p.requires_grad for p in merged.llm.parameters())
     test = pl.read_parquet(store["qa"] / "test.parquet").head(6)
