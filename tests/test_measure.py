@@ -62,6 +62,7 @@ def synthetic_ecg(
     f_wave_mv: float = 0.03,
     rr_jitter: float = 0.0,
     st_plateau_mv: float = 0.0,
+    s_upstroke: float = 1.0,
 ) -> np.ndarray:
     """A 12-lead beat train [12, fs * seconds] in mV of Gaussian P, Q, R, S and T waves.
 
@@ -75,20 +76,25 @@ def synthetic_ecg(
     their PR). ``st_plateau_mv`` adds an ST segment at that level (gains of the T wave) from the QRS
     offset to T peak - 0.4 sigma_T, with 12 ms ramps: it ends before the T peak, as in the demo world,
     so that the steepest fall of the ST-T is the plateau's end, not the T wave's descending limb.
+    ``s_upstroke`` widens the S wave's rising half (sigma times that) and staggers its nadir across
+    V1-V6 over ``s_upstroke`` x 8 ms (the limb leads at the middle), the QRS offset staying at ``qrs``:
+    the S wave of many normal ECGs falls fast and rises slowly, and the spatial velocity pauses (but
+    does not stop) at the S nadirs before the upstroke's own fall to the ST segment.
     """
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * fs)) / fs * 1000.0  # [T] ms
     x = np.zeros((len(LEADS), len(t)))  # [12, T] mV
     s_q = s_s = qrs / 11.0
     s_r = qrs / 9.0
-    c_q, c_s = K * s_q, qrs - K * s_s
+    stagger = 8.0 * (s_upstroke - 1.0) * np.array([0.5] * 6 + [k / 5 for k in range(6)])  # [12] ms
+    c_q, c_s = K * s_q, qrs - K * s_s * s_upstroke - stagger.max() + stagger  # c_s [12]
     s_p, s_t = 20.0, 40.0
     p_axis = axis if p_axis is None else p_axis
     t_axis = axis if t_axis is None else t_axis
     waves = [  # (centre relative to QRS onset in ms, sigma in ms, gains [12] in mV)
         (c_q, s_q, -0.12 * _gains(axis, [0.0, 0.0, 0.0, 0.2, 0.5, 0.6])),
-        ((c_q + c_s) / 2, s_r, 1.2 * _gains(axis, [0.3, 0.6, 0.8, 1.2, 1.3, 1.0])),
-        (c_s, s_s, -0.35 * _gains(axis, [1.5, 2.0, 1.2, 0.6, 0.3, 0.2])),
+        ((c_q + c_s.min()) / 2, s_r, 1.2 * _gains(axis, [0.3, 0.6, 0.8, 1.2, 1.3, 1.0])),
+        (c_s, (s_s, s_s * s_upstroke), -0.35 * _gains(axis, [1.5, 2.0, 1.2, 0.6, 0.3, 0.2])),
         (qt - K_T * s_t, s_t, 0.3 * _gains(t_axis, [0.2, 0.6, 0.8, 0.9, 0.8, 0.6])),
     ]
     if not atrial_fibrillation:
@@ -99,7 +105,10 @@ def synthetic_ecg(
     onset = 400.0
     while onset < t[-1] - 400.0:
         for centre, sigma, gain in waves:
-            x += gain[:, None] * np.exp(-0.5 * ((t - onset - centre) / sigma) ** 2)[None, :]
+            d = t[None, :] - onset - np.reshape(centre, (-1, 1))  # [1 or 12, T] ms
+            if isinstance(sigma, tuple):  # (falling half, rising half)
+                sigma = np.where(d < 0, *sigma)
+            x += gain[:, None] * np.exp(-0.5 * (d / sigma) ** 2)
         if st_plateau_mv:
             rise = np.clip((t - onset - qrs) / 12.0, 0.0, 1.0) * np.clip((onset + st_end - t) / 12.0, 0.0, 1.0)
             x += st_gain[:, None] * rise[None, :]
@@ -503,6 +512,24 @@ def test_st_is_read_at_the_j_point_and_60_ms_later(fs):
     # lead V4: plateau gain 0.2 mV x 0.9
     assert raised["ST_Amp_V4"] == pytest.approx(0.18, abs=0.04)
     assert raised["ST60_Amp_V4"] == pytest.approx(raised["ST_Amp_V4"], abs=0.03)  # horizontal
+
+
+@pytest.mark.parametrize(("fs", "qrs"), [(100, 90), (100, 100), (500, 90), (500, 100)])
+def test_the_j_point_is_not_a_pause_on_the_s_wave_upstroke(fs, qrs):
+    # The S wave falls fast and rises slowly (as in many normal ECGs): the spatial velocity pauses at the
+    # S nadirs before the upstroke falls to the ST segment. A J point on that pause ended the QRS ~30 ms
+    # early (60-66 ms here) and read the ST level on the S wave (-0.4 mV in V2), and on real NORM-only
+    # records on the R wave's downstroke: ST elevation in 10% of them (issue 21).
+    from ecglm.text.describe import describe
+    from ecglm.text.guidelines import load_guidelines
+
+    m = measure_record(synthetic_ecg(fs, hr=60, qrs=qrs, qt=400, noise_mv=0.005, s_upstroke=2.0, seed=fs), fs)
+    assert abs(m["QRS_Dur_Global"] - qrs) <= TOL_QRS
+    assert all(abs(m[f"ST_Amp_{lead}"]) < 0.06 for lead in LEADS), {k: v for k, v in m.items() if "ST_Amp" in k}
+    features = pl.DataFrame([{"ecg_id": 1, **m}], schema={"ecg_id": pl.Int64, **{c: pl.Float64 for c in m}})
+    patients = pl.DataFrame({"ecg_id": [1], "sex": ["male"], "age": [50]})
+    findings = describe(features, patients, load_guidelines())["findings"][0].to_list()
+    assert not {"st_elevation", "st_depression"} & set(findings), findings
 
 
 # ---------------------------------------------------------------------------- issue 21: QT must not read short

@@ -13,7 +13,7 @@ The steps, all numpy/scipy (no neurokit2, which is slow):
 5. Delineation of the median beat: QRS onset and offset from the spatial velocity of the 8
    independent leads (low-passed at 40 Hz whatever the sampling rate): a core above 15% of its
    peak, then outwards to where it falls below 2% (onset) or below 5% / stops falling (offset, the
-   J point); T end by the tangent method on each lead's T wave (its last steep descending limb, so
+   J point; a pause on the S wave's upstroke, still in the core, does not end it); T end by the tangent method on each lead's T wave (its last steep descending limb, so
    that an ST segment ending before the T peak is not taken for it), the 75th percentile of the
    leads with a clear T wave; P onset and offset by the tangent method on the magnitude in the P loop's
    plane, the P wave being accepted only if it repeats from beat to beat and, in an irregular
@@ -57,6 +57,9 @@ MIN_BEATS = 3
 # QRS core: (level, bridged gap in s): samples above this fraction of the peak spatial velocity,
 # gaps up to this long bridged; the first level whose core stays clear of the P and T waves is used
 CORE_LEVELS = ((0.15, 0.05), (0.25, 0.03), (0.4, 0.02))
+# a pause of the velocity in the QRS core is the S wave's upstroke, not the J point, when the velocity
+# falls on to half its height within this long (s)
+J_PAUSE_S = 0.024
 INTERNAL_FS = 500  # the median beat is delineated at >= this rate
 P_MIN_CORRELATION = 0.7  # a P wave must repeat from beat to beat this well (AF's f waves do not)
 # in an irregular rhythm (RR coefficient of variation above P_IRREGULAR_CV) a P wave must also keep
@@ -243,7 +246,8 @@ def _qrs_bounds(velocity: np.ndarray, r0: int, fs: float) -> tuple[int, int]:
     velocity drops below 2%. Offset (J point): from the core's last prominent velocity peak along
     its falling edge (at most 120 ms) until the velocity drops below 5% or, past half of that peak,
     stops falling (by less than 1% per 4 ms: the knee into an ST segment that may slope, as after a
-    bundle branch block).
+    bundle branch block) -- unless that pause is the S wave's upstroke (``_s_wave_pause``: still in
+    the core, and the velocity falls on to half within 24 ms).
     """
     lo, hi = max(1, r0 - int(0.2 * fs)), min(len(velocity) - 2, r0 + int(0.2 * fs))
     core_lo, core_hi = max(0, r0 - int(0.06 * fs)), min(len(velocity), r0 + int(0.06 * fs) + 1)
@@ -280,9 +284,27 @@ def _qrs_bounds(velocity: np.ndarray, r0: int, fs: float) -> tuple[int, int]:
         if offset + step >= hi or v < thr_end:
             break
         if v < floor + 0.5 * (top - floor) and v - velocity[offset + step] < 0.01 * span:
-            break  # the knee: the velocity no longer falls (by less than 1% per 4 ms)
+            if not _s_wave_pause(velocity, offset, floor, span, fs):
+                break  # the knee: the velocity no longer falls (by less than 1% per 4 ms)
         offset += 1
     return onset, offset
+
+
+def _s_wave_pause(velocity: np.ndarray, i: int, floor: float, span: float, fs: float) -> bool:
+    """Whether the velocity's pause at ``i`` lies inside the QRS: a pause of the S wave's upstroke.
+
+    The S wave of many normal ECGs falls fast and rises slowly, so the spatial velocity pauses at the
+    S nadir (or on a shoulder) before the upstroke's own fall to the ST segment. Such a pause lies in
+    the QRS core (above its first level, CORE_LEVELS[0]) and the velocity falls on to half its height
+    above the floor within J_PAUSE_S. A knee into an ST segment, even a sloping one after a bundle
+    branch block, does neither. Taking the pause for the J point ends the QRS ~25 ms early and reads
+    the ST level on the S wave's upstroke or the R wave's downstroke (issue 21).
+    """
+    level = float(velocity[i]) - floor
+    if level < CORE_LEVELS[0][0] * span:
+        return False
+    ahead = velocity[i : min(len(velocity), i + int(round(J_PAUSE_S * fs)) + 1)] - floor
+    return bool(ahead.min() < 0.5 * level)
 
 
 def _tangent_end(z: np.ndarray, start: int, stop: int, fs: float) -> tuple[float, float] | None:
