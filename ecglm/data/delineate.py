@@ -13,8 +13,9 @@ The steps, all numpy/scipy (no neurokit2, which is slow):
 5. Delineation of the median beat: QRS onset and offset from the spatial velocity of the 8
    independent leads (low-passed at 40 Hz whatever the sampling rate): a core above 15% of its
    peak, then outwards to where it falls below 2% (onset) or below 5% / stops falling (offset, the
-   J point; a pause on the S wave's upstroke, still in the core, does not end it); T end by the tangent method on each lead's T wave (its last steep descending limb, so
-   that an ST segment ending before the T peak is not taken for it), the 75th percentile of the
+   J point; a pause on the S wave's upstroke, still in the core, does not end it); T end by the
+   tangent method on each lead's T wave (its last steep descending limb, so that an ST segment
+   ending before the T peak is not taken for it), the 75th percentile of the
    leads with a clear T wave; P onset and offset by the tangent method on the magnitude in the P loop's
    plane, the P wave being accepted only if it repeats from beat to beat and, in an irregular
    rhythm, keeps a fixed PR interval (so that atrial fibrillation gives no P wave, not a guess).
@@ -296,8 +297,8 @@ def _s_wave_pause(velocity: np.ndarray, i: int, floor: float, span: float, fs: f
     The S wave of many normal ECGs falls fast and rises slowly, so the spatial velocity pauses at the
     S nadir (or on a shoulder) before the upstroke's own fall to the ST segment. Such a pause lies in
     the QRS core (above its first level, CORE_LEVELS[0]) and the velocity falls on to half its height
-    above the floor within J_PAUSE_S. A knee into an ST segment, even a sloping one after a bundle
-    branch block, does neither. Taking the pause for the J point ends the QRS ~25 ms early and reads
+    above the floor within J_PAUSE_S. A knee into an ST segment does not do both: it lies low, or (a
+    sloping ST segment, as after a bundle branch block) the velocity falls on slowly. Taking the pause for the J point ends the QRS ~25 ms early and reads
     the ST level on the S wave's upstroke or the R wave's downstroke (issue 21).
     """
     level = float(velocity[i]) - floor
