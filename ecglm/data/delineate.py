@@ -284,9 +284,9 @@ def _qrs_bounds(velocity: np.ndarray, r0: int, fs: float) -> tuple[int, int]:
         v = velocity[offset]
         if offset + step >= hi or v < thr_end:
             break
-        if v < floor + 0.5 * (top - floor) and v - velocity[offset + step] < 0.01 * span:
-            if not _s_wave_pause(velocity, offset, floor, span, fs):
-                break  # the knee: the velocity no longer falls (by less than 1% per 4 ms)
+        knee = v < floor + 0.5 * (top - floor) and v - velocity[offset + step] < 0.01 * span
+        if knee and not _s_wave_pause(velocity, offset, floor, span, fs):
+            break  # the knee: the velocity no longer falls (by less than 1% per 4 ms)
         offset += 1
     return onset, offset
 
@@ -298,8 +298,9 @@ def _s_wave_pause(velocity: np.ndarray, i: int, floor: float, span: float, fs: f
     S nadir (or on a shoulder) before the upstroke's own fall to the ST segment. Such a pause lies in
     the QRS core (above its first level, CORE_LEVELS[0]) and the velocity falls on to half its height
     above the floor within J_PAUSE_S. A knee into an ST segment does not do both: it lies low, or (a
-    sloping ST segment, as after a bundle branch block) the velocity falls on slowly. Taking the pause for the J point ends the QRS ~25 ms early and reads
-    the ST level on the S wave's upstroke or the R wave's downstroke (issue 21).
+    sloping ST segment, as after a bundle branch block) the velocity falls on slowly. Taking the pause
+    for the J point ends the QRS ~25 ms early and reads the ST level on the S wave's upstroke or the R
+    wave's downstroke (issue 21).
     """
     level = float(velocity[i]) - floor
     if level < CORE_LEVELS[0][0] * span:
